@@ -1,0 +1,1 @@
+"""deploy: how a bsemu run is launched (the `bsemu` command line, YAML configs, Ray cluster helpers)."""
