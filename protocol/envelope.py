@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from enum import IntEnum
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ KIND_NAMES: tuple[str, ...] = tuple(
 )
 """``KIND_NAMES[int(kind)]`` is the kind's name (fast lookup used by the log)."""
 
-PayloadValue = Union[np.ndarray, int, float, str, bytes, bool, list]
+PayloadValue = np.ndarray | int | float | str | bytes | bool | list
 """What a payload field may hold. Float arrays travel as float32, integer/bool arrays as int64;
 lists hold only scalars (int, float, str, bytes, bool)."""
 

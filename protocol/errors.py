@@ -31,6 +31,10 @@ class MessageTooLarge(ProtocolError):
     """The frame, or one of its fields, exceeds a configured size limit (checked before allocation)."""
 
 
+class ConfigError(ProtocolError, ValueError):
+    """A protocol setting (link model, limits, keys, graph) is invalid."""
+
+
 class TransportError(ProtocolError):
     """A socket could not do its job: send timed out at the high-water mark, node used in the
     wrong process, unknown peer, closed node."""
@@ -47,6 +51,7 @@ __all__ = [
     "UnknownKind",
     "UnknownSender",
     "MessageTooLarge",
+    "ConfigError",
     "TransportError",
     "BarrierTimeout",
 ]

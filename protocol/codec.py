@@ -1,0 +1,270 @@
+"""msgpack codec of :class:`~protocol.envelope.Envelope` with validation and size limits.
+
+Wire format (schema version 1), one msgpack array::
+
+    [version, kind, run_id, sender, receiver, iteration, seq, t_send_ns, payload_map, ...]
+
+Elements after the ninth are ignored (forward compatibility: a later minor revision may append
+fields). ``payload_map`` is a map str → value where a value is nil-free scalar (bool, int, float,
+str, bytes), a flat list of such scalars, or an array carried as a msgpack *ext* value:
+
+* ext code 1: float32 array, ext code 2: int64 array;
+* ext data: ``ndim`` (uint8, ≤ 8), ``shape`` (``ndim`` × uint32, little endian), then the
+  elements as raw little-endian bytes (C order).
+
+Any floating numpy array is sent as float32 and any integer/bool array as int64. Decoded arrays are
+read-only views over the received bytes (zero copy); ``.copy()`` them to write.
+
+:func:`decode` checks the frame length before unpacking, passes every size cap to msgpack's
+unpacker (so no header can make it allocate more than the limits allow) and validates every
+field; it raises only members of the :class:`~protocol.errors.ProtocolError` family.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Container
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .envelope import BROADCAST, COORDINATOR, SCHEMA_VERSION, Envelope, Kind
+from .errors import (
+    MalformedMessage,
+    MessageTooLarge,
+    ProtocolError,
+    UnknownKind,
+    UnknownSender,
+    UnsupportedVersion,
+)
+
+EXT_F32: int = 1
+EXT_I64: int = 2
+MAX_NDIM: int = 8
+_WIRE_LEN = 9
+_SHAPE = tuple(struct.Struct(f"<B{n}I") for n in range(MAX_NDIM + 1))
+_F32 = np.dtype("<f4")
+_I64 = np.dtype("<i8")
+_SCALAR_TYPES = frozenset({int, float, str, bytes, bool})
+_KINDS: tuple[Kind | None, ...] = tuple(
+    Kind(i) if i in Kind._value2member_map_ else None for i in range(max(Kind) + 1)
+)
+_new_envelope = tuple.__new__
+_PACKERS = threading.local()  # one reusable msgpack.Packer per thread (a Packer is not thread-safe)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits enforced by :func:`decode` (and by :func:`encode` for the frame size).
+
+    Attributes:
+        max_message_bytes: largest accepted frame, bytes (default 64 MiB: a few million float32
+            parameters).
+        max_fields: most payload fields per message.
+        max_list_len: most elements of a payload list.
+        max_str_bytes: longest str or bytes value in a payload, bytes.
+        max_run_id: longest run id, characters.
+    """
+
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_fields: int = 64
+    max_list_len: int = 65536
+    max_str_bytes: int = 1024 * 1024
+    max_run_id: int = 128
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _ext_hook(code: int, data: bytes) -> np.ndarray:
+    """Turn an ext value into a read-only numpy array (validating ndim, shape and length)."""
+    if code == EXT_F32:
+        dtype = _F32
+    elif code == EXT_I64:
+        dtype = _I64
+    else:
+        raise MalformedMessage(f"unknown ext type {code}")
+    n = len(data)
+    if n < 1 or data[0] > MAX_NDIM:
+        raise MalformedMessage("bad array header")
+    ndim = data[0]
+    hdr = 1 + 4 * ndim
+    if n < hdr:
+        raise MalformedMessage("truncated array shape")
+    shape = _SHAPE[ndim].unpack_from(data)[1:]
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.itemsize != n - hdr:
+        raise MalformedMessage(f"array shape {shape} does not match {n - hdr} data bytes")
+    arr = np.frombuffer(data, dtype, count, hdr)
+    return arr if ndim == 1 else arr.reshape(shape)
+
+
+@lru_cache(maxsize=16)
+def _unpack_kwargs(limits: Limits) -> dict[str, Any]:
+    cap = limits.max_message_bytes
+    # msgpack ≥ 1.0 defaults are kept: raw=False, use_list=True, strict_map_key=True.
+    return dict(
+        ext_hook=_ext_hook,
+        max_bin_len=min(cap, limits.max_str_bytes),
+        max_str_len=min(cap, limits.max_str_bytes),
+        max_array_len=max(_WIRE_LEN + 16, limits.max_list_len),
+        max_map_len=limits.max_fields,
+        max_ext_len=cap,
+    )
+
+
+def _pack_default(obj: Any) -> Any:
+    """msgpack ``default`` hook: numpy arrays → ext, numpy scalars → Python scalars."""
+    if isinstance(obj, np.ndarray):
+        kind = obj.dtype.kind
+        if kind == "f":
+            code, arr = EXT_F32, np.ascontiguousarray(obj, dtype=_F32)
+        elif kind in "iub":
+            code, arr = EXT_I64, np.ascontiguousarray(obj, dtype=_I64)
+        else:
+            raise MalformedMessage(f"cannot encode array of dtype {obj.dtype}")
+        if arr.ndim > MAX_NDIM:
+            raise MalformedMessage(f"array has {arr.ndim} > {MAX_NDIM} dimensions")
+        return msgpack.ExtType(code, _SHAPE[arr.ndim].pack(arr.ndim, *arr.shape) + arr.tobytes())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise MalformedMessage(f"cannot encode payload value of type {type(obj).__name__}")
+
+
+def encode(env: Envelope, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Serialize an envelope to one frame (bytes).
+
+    Raises:
+        MalformedMessage: a payload value of an unsupported type.
+        MessageTooLarge: the frame exceeds ``limits.max_message_bytes``.
+    """
+    return encode_fields(
+        env.version, env.kind, env.run_id, env.sender, env.receiver,
+        env.iteration, env.seq, env.t_send_ns, env.payload, limits,
+    )  # fmt: skip
+
+
+def encode_fields(
+    version: int, kind: int, run_id: str, sender: int, receiver: int, iteration: int,
+    seq: int, t_send_ns: int, payload: dict[str, Any], limits: Limits = DEFAULT_LIMITS,
+) -> bytes:  # fmt: skip
+    """Like :func:`encode` from the fields themselves (no Envelope built; transports' hot path)."""
+    packer = _PACKERS.__dict__.get("p")
+    if packer is None:
+        packer = _PACKERS.p = msgpack.Packer(default=_pack_default)
+    try:  # Kind is an IntEnum: msgpack packs it as a plain int
+        frame = packer.pack([version, kind, run_id, sender, receiver, iteration, seq, t_send_ns, payload])
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises TypeError/ValueError/OverflowError
+        raise MalformedMessage(f"cannot encode envelope: {exc}") from exc
+    if len(frame) > limits.max_message_bytes:
+        raise MessageTooLarge(f"frame of {len(frame)} B exceeds {limits.max_message_bytes} B")
+    return frame
+
+
+def frame_size(env: Envelope) -> int:
+    """Bytes this envelope occupies on the wire (``len(encode(env))``), for in-process logging."""
+    return len(encode(env))
+
+
+def _unpack(data: bytes, limits: Limits) -> Any:
+    try:
+        return msgpack.unpackb(data, **_unpack_kwargs(limits))
+    except ProtocolError:
+        raise
+    except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, UnicodeDecodeError…
+        if "exceeds max" in str(exc):
+            raise MessageTooLarge(f"field too large: {exc}") from exc
+        raise MalformedMessage(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_payload(payload: Any) -> None:
+    if type(payload) is not dict:
+        raise MalformedMessage("payload is not a map")
+    for key, value in payload.items():
+        if type(key) is not str:
+            raise MalformedMessage("payload key is not a str")
+        t = type(value)
+        if t is np.ndarray or t in _SCALAR_TYPES:
+            continue
+        if t is list:
+            for item in value:
+                if type(item) not in _SCALAR_TYPES:
+                    raise MalformedMessage(f"payload list {key!r} holds a {type(item).__name__}")
+            continue
+        raise MalformedMessage(f"payload field {key!r} has type {t.__name__}")
+
+
+def _bad_int(x: Any, lo: int) -> bool:
+    return type(x) is not int or x < lo
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    known_senders: Container[int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Envelope:
+    """Parse and validate one frame.
+
+    Args:
+        data: the frame.
+        known_senders: if given, a sender id not in it raises :class:`UnknownSender`.
+        limits: size limits (checked before unpacking, and passed to the unpacker).
+
+    Raises:
+        MessageTooLarge, MalformedMessage, UnsupportedVersion, UnknownKind, UnknownSender
+        (all :class:`ProtocolError`); never anything else.
+    """
+    try:
+        n = len(data)
+    except TypeError as exc:
+        raise MalformedMessage(f"frame of type {type(data).__name__}") from exc
+    if n > limits.max_message_bytes:
+        raise MessageTooLarge(f"frame of {n} B exceeds {limits.max_message_bytes} B")
+    wire = _unpack(data, limits)
+    if type(wire) is not list or not wire:
+        raise MalformedMessage("frame is not a msgpack array")
+    version = wire[0]
+    if type(version) is not int:
+        raise MalformedMessage("version is not an int")
+    if version != SCHEMA_VERSION:
+        raise UnsupportedVersion(f"schema version {version} (supported: {SCHEMA_VERSION})")
+    if len(wire) < _WIRE_LEN:
+        raise MalformedMessage(f"envelope has {len(wire)} < {_WIRE_LEN} fields")
+    _, kind, run_id, sender, receiver, iteration, seq, t_ns, payload = wire[:_WIRE_LEN]
+    if type(kind) is not int:
+        raise MalformedMessage("kind is not an int")
+    k = _KINDS[kind] if 0 <= kind < len(_KINDS) else None
+    if k is None:
+        raise UnknownKind(f"unknown message kind {kind}")
+    if type(run_id) is not str:
+        raise MalformedMessage("run id is not a str")
+    if len(run_id) > limits.max_run_id:
+        raise MessageTooLarge(f"run id of {len(run_id)} > {limits.max_run_id} characters")
+    if _bad_int(sender, COORDINATOR) or sender == BROADCAST:
+        raise MalformedMessage(f"bad sender {sender!r}")
+    if known_senders is not None and sender not in known_senders:
+        raise UnknownSender(f"unknown sender {sender}")
+    if _bad_int(receiver, COORDINATOR) or _bad_int(iteration, 0) or _bad_int(seq, 0) or _bad_int(t_ns, 0):
+        raise MalformedMessage("bad receiver, iteration, seq or t_send_ns")
+    _check_payload(payload)
+    return _new_envelope(Envelope, (k, sender, receiver, iteration, seq, payload, run_id, t_ns, version))
+
+
+__all__ = [
+    "Limits",
+    "DEFAULT_LIMITS",
+    "encode",
+    "encode_fields",
+    "decode",
+    "frame_size",
+    "EXT_F32",
+    "EXT_I64",
+]
