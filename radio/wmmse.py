@@ -29,14 +29,17 @@ def wmmse(problem: Problem, p0: np.ndarray | None = None, max_iter: int = 500, t
     v = np.sqrt(problem.p_full() if p0 is None else problem.project(p0))
     rx = ops.matvec(v * v) + s2                       # received power + noise, [n, L]
     trace = [_rate_from_rx(g_ll * v * v, rx)]
+    active = np.ones(problem.n, dtype=bool)
     it = 0
     for it in range(1, max_iter + 1):
         u = h_ll * v / rx
         w = rx / np.maximum(rx - g_ll * v * v, 1e-300)  # = 1 / (1 - u h_ll v) = 1 + SINR
-        v = _transmit_step(problem, w * u * h_ll, ops.rmatvec(w * u * u), v_max)
+        v_new = _transmit_step(problem, w * u * h_ll, ops.rmatvec(w * u * u), v_max)
+        v = np.where(active[:, None], v_new, v)       # converged realizations stay frozen
         rx = ops.matvec(v * v) + s2
         trace.append(_rate_from_rx(g_ll * v * v, rx))
-        if np.all(np.abs(trace[-1] - trace[-2]) <= tol * np.maximum(np.abs(trace[-2]), 1e-12)):
+        active &= np.abs(trace[-1] - trace[-2]) > tol * np.maximum(np.abs(trace[-2]), 1e-12)
+        if not active.any():
             break
     return SolverResult(v * v, trace[-1], np.stack(trace), it)
 
