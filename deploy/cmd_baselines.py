@@ -10,8 +10,7 @@ import numpy as np
 
 from deploy.errors import UsageError
 from radio.channels import SCENARIOS, Scenario
-from radio.evaluation import (MAX_OPTIMUM_LINKS, classical_methods, markdown_table, run_methods,
-                              summarize, write_outputs)
+from radio.evaluation import MAX_OPTIMUM_LINKS, classical_methods, markdown_table, run_methods, summarize, write_outputs
 from radio.gainsfile import load_gains
 from radio.problem import Problem, ProblemError
 from radio.units import dbm_to_w

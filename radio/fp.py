@@ -117,23 +117,24 @@ def _coordinate_sweep(problem: Problem, p: np.ndarray, y: np.ndarray, interf: np
         t_hi = np.sqrt(np.minimum(ub, dom * (1.0 - 1e-9)))
         t_lo = np.minimum(np.where(a > 0, np.maximum(-base, 0.0) / np.maximum(2.0 * a, 1e-300), 0.0), t_hi)
 
-        def deriv(t: np.ndarray) -> np.ndarray:
-            own = a / np.maximum(t * (base + 2.0 * a * t), 1e-300)
-            others_ = (s / np.maximum(c - s * (t * t)[:, None], 1e-300)).sum(1)
-            return own - others_
-
         lo, hi = t_lo, t_hi
         for _ in range(steps):
             mid = 0.5 * (lo + hi)
-            up = deriv(mid) > 0
+            up = _deriv(mid, a, base, s, c) > 0
             lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-        t_new = np.where(deriv(t_hi) > 0, t_hi, 0.5 * (lo + hi))
+        t_new = np.where(_deriv(t_hi, a, base, s, c) > 0, t_hi, 0.5 * (lo + hi))
         t_new = np.where(a > 0, t_new, 0.0)                      # y_l = 0: own term vanishes
         new = _accept_if_better(p, l, t_new**2, a_all, y, interf, s, G)
         interf += G[:, :, l] * (new - p[:, l])[:, None]
         interf[:, l] -= G[:, l, l] * (new - p[:, l])             # own power is not interference
         p[:, l] = new
     return p
+
+
+def _deriv(t: np.ndarray, a: np.ndarray, base: np.ndarray, s: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """d f_q / d p_l up to the positive factor dp/dt, at p_l = t^2 (t = sqrt(p_l)); decreasing in t."""
+    own = a / np.maximum(t * (base + 2.0 * a * t), 1e-300)
+    return own - (s / np.maximum(c - s * (t * t)[:, None], 1e-300)).sum(1)
 
 
 def _accept_if_better(p, l, cand, a_all, y, interf, s, G) -> np.ndarray:

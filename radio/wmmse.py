@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from radio.problem import Problem
 from radio.linops import GainOps
+from radio.problem import Problem
 from radio.simple import SolverResult
 
 
