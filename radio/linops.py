@@ -22,8 +22,8 @@ class GainOps:
         Gu = G[:, :, ::K]
         self.structured = K > 1 and bool(np.array_equal(np.repeat(Gu, K, axis=2), G))
         if self.structured:
-            self.Gu = np.ascontiguousarray(Gu)                          # [n, L, B]
-            self.GuT = np.ascontiguousarray(Gu.transpose(0, 2, 1))      # [n, B, L]
+            # one contiguous [n, L] slab per BS: B fused multiply-adds beat a batched tiny matmul
+            self.Gu_b = [np.ascontiguousarray(Gu[:, :, b]) for b in range(B)]
         else:
             self.G = G
             self.GT = np.ascontiguousarray(G.transpose(0, 2, 1))
@@ -31,13 +31,21 @@ class GainOps:
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """[n, L] (G x)_l = sum_j G_lj x_j."""
         if self.structured:
-            xs = x.reshape(self.n, self.B, self.K).sum(-1)
-            return np.matmul(self.Gu, xs[..., None])[..., 0]
+            K = self.K
+            xs = x[:, 0::K].copy()                                       # per-cell sums [n, B]
+            for k in range(1, K):
+                xs += x[:, k::K]
+            out = self.Gu_b[0] * xs[:, 0:1]
+            for b in range(1, self.B):
+                out += self.Gu_b[b] * xs[:, b:b + 1]
+            return out
         return np.matmul(self.G, x[..., None])[..., 0]
 
     def rmatvec(self, y: np.ndarray) -> np.ndarray:
         """[n, L] (G^T y)_l = sum_j G_jl y_j."""
         if self.structured:
-            yb = np.matmul(self.GuT, y[..., None])[..., 0]               # [n, B]
-            return np.repeat(yb, self.K, axis=1)
+            out = np.empty_like(y)
+            for b in range(self.B):
+                out[:, b * self.K:(b + 1) * self.K] = np.einsum("nl,nl->n", self.Gu_b[b], y)[:, None]
+            return out
         return np.matmul(self.GT, y[..., None])[..., 0]
