@@ -1,0 +1,211 @@
+"""Pure math of Algorithm 1 (paper 2): estimator, perturbations, eqs. (7)/(8)/(9), relays, graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bs_agent.zo_agent import ZOHyper, ZOLinkAgent
+from bs_agent.zo_math import (
+    RelayBuffer,
+    diameter,
+    fully_connected,
+    hop_distances,
+    messages_per_iteration,
+    perturbation,
+    random_connected_graph,
+    step_size,
+    two_point_estimate,
+    update_async,
+    update_graph,
+    update_sync,
+)
+from bs_agent.zo_policy import MLPSpec, PolicyGroups, forward_stacked, forward_stacked_torch, local_states
+
+
+def test_two_point_estimate_is_unbiased_on_a_quadratic():
+    # f(x) = -0.5 x^T A x + b^T x; E_u[(f(x + mu u) - f(x)) / mu u] = grad f(x) - 0 (+ O(mu) term
+    # that vanishes for a quadratic: E[u u^T A u] = 0), so the mean over many u -> grad f(x).
+    rng = np.random.default_rng(0)
+    n = 6
+    M = rng.standard_normal((n, n))
+    A = M @ M.T / n + np.eye(n)
+    b = rng.standard_normal(n)
+    x = rng.standard_normal(n)
+
+    def f(z):
+        return -0.5 * z @ A @ z + b @ z
+
+    grad = -A @ x + b
+    mu = 0.1
+    K = 40000
+    est = np.zeros(n)
+    for k in range(K):
+        u = perturbation(123, 0, k, n)
+        est += two_point_estimate(f(x + mu * u), f(x), mu, u)
+    est /= K
+    assert np.linalg.norm(est - grad) / np.linalg.norm(grad) < 0.08
+
+
+def test_perturbations_regenerate_identically_and_differ_across_links_and_iterations():
+    a = perturbation(7, 3, 11, 50)
+    assert np.array_equal(a, perturbation(7, 3, 11, 50))
+    assert not np.allclose(a, perturbation(7, 4, 11, 50))
+    assert not np.allclose(a, perturbation(7, 3, 12, 50))
+    assert not np.allclose(a, perturbation(8, 3, 11, 50))
+    assert np.array_equal(perturbation(7, 3, -1, 5), np.zeros(5))     # u^{-1} = 0
+    # an agent's own buffer regenerates the same vectors
+    ag = ZOLinkAgent(3, MLPSpec((7, 4, 1)), ZOHyper(), 7)
+    assert np.array_equal(ag.u(11), perturbation(7, 3, 11, ag.spec.n_params))
+
+
+def test_step_size():
+    assert step_size(0, 1.0, 0.5) == 1.0
+    assert step_size(3, 2.0, 0.5) == pytest.approx(1.0)
+
+
+def test_eq8_with_zero_offsets_is_eq7_exactly():
+    rng = np.random.default_rng(1)
+    theta = rng.standard_normal(30)
+    u_k, u_km1 = rng.standard_normal(30), rng.standard_normal(30)
+    d = [float(np.float32(x)) for x in rng.standard_normal(5)]
+    a = update_sync(theta, d, u_k, 0.7, 1.3)
+    b = update_async(theta, d, u_k, 0.7, [], u_km1, 0.9, 1.3)
+    assert np.array_equal(a, b)
+
+
+def test_eq9_on_a_fully_connected_synchronous_graph_is_eq7_exactly():
+    rng = np.random.default_rng(2)
+    theta = rng.standard_normal(30)
+    u = rng.standard_normal(30)
+    d = [float(np.float32(x)) for x in rng.standard_normal(5)]
+    a = update_sync(theta, d, u, 0.5, 1.0)
+    entries = [(j, 4, d[j]) for j in (3, 0, 4, 1, 2)]          # arrival order must not matter
+    b = update_graph(theta, entries, {4: u}, 0.5, 1.0)
+    assert np.array_equal(a, b)
+
+
+def test_eq8_uses_stale_d_with_previous_perturbation():
+    theta = np.zeros(3)
+    u_k, u_km1 = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    out = update_async(theta, [2.0], u_k, 0.5, [4.0], u_km1, 0.25, 2.0)
+    assert np.allclose(out, [0.5, 0.5, 0.0])
+
+
+def _agents(mode, n=4, nb=None, d_max=1, seed=5):
+    spec = MLPSpec((6, 3, 1))
+    nb = nb or fully_connected(n)
+    return [ZOLinkAgent(i, spec, ZOHyper(b1=2, b2=2), seed, mode, tuple(nb[i]), d_max) for i in range(n)]
+
+
+def _sync_round(agents, k, d, t, graph=False):
+    out = {}
+    for ag in agents:
+        out[ag.index] = ag.end_iteration(np.zeros(2), np.full(2, d[ag.index]))
+    for ag in agents:
+        for r in ag.neighbours:
+            agents[r].deliver(out[ag.index], t)
+    return [ag.update(t)[0] for ag in agents]
+
+
+@pytest.mark.parametrize("mode", ["async", "graph"])
+def test_agents_in_async_and_graph_mode_match_sync_when_aligned_and_fully_connected(mode):
+    sync, other = _agents("sync"), _agents(mode)
+    rng = np.random.default_rng(3)
+    for k in range(4):
+        d = rng.standard_normal(4)
+        a = _sync_round(sync, k, d, 4 * (k + 1))
+        b = _sync_round(other, k, d, 4 * (k + 1))
+        for x, y in zip(a, b, strict=False):
+            assert np.array_equal(x, y)
+
+
+def test_stale_and_duplicate_messages_are_handled_as_the_equations_say():
+    ag = _agents("async")[1]
+    # iteration 0: only its own d (the slower user's d_2^0 comes late)
+    ag.end_iteration(np.zeros(2), np.full(2, 1.0))
+    ag.update(4)
+    th1 = ag.theta.copy()
+    # iteration 1: fresh d_0^1, stale d_2^0 (pairs with u^0), a duplicate of it, and a too-old entry
+    ag.end_iteration(np.zeros(2), np.full(2, 0.5))
+    ag.deliver([(0, 1, 0.25)], 8)
+    ag.deliver([(2, 0, 2.0)], 8)
+    ag.deliver([(2, 0, 2.0)], 8)
+    ag.update(8)
+    expect = update_async(th1, [float(np.float32(0.5)), 0.25], ag.u(1), ag.gamma(1), [2.0], ag.u(0),
+                          ag.gamma(0), 1.0)
+    assert np.array_equal(ag.theta, expect)
+    assert ag.buffer.duplicates == 1
+    # iteration 2: an entry two iterations old is stale for eq. (8) and discarded
+    ag.end_iteration(np.zeros(2), np.zeros(2))
+    ag.deliver([(3, 0, 9.0)], 12)
+    ag.update(12)
+    assert ag.buffer.stale == 1
+
+
+def test_relay_buffer_drops_duplicates_and_old_entries():
+    rb = RelayBuffer(0, d_max=2)
+    assert rb.offer((1, 5, 1.0), 5)
+    assert not rb.offer((1, 5, 1.0), 5)
+    assert not rb.offer((2, 1, 1.0), 5)              # 5 - 1 > d_max
+    assert rb.duplicates == 1 and rb.stale == 1
+    assert rb.take_relays(5) == [(1, 5, 1.0)]
+    assert rb.take_applicable(5) == [(1, 5, 1.0)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_graph_is_connected_with_bounded_degree(seed):
+    nb = random_connected_graph(9, 2, np.random.default_rng(seed))
+    assert all(len(x) <= 2 for x in nb)
+    assert all(i in nb[j] for i in range(9) for j in nb[i])          # undirected
+    assert min(hop_distances(nb, 0)) >= 0
+    assert messages_per_iteration(nb) == sum(len(x) for x in nb)
+    assert messages_per_iteration(fully_connected(5)) == 20
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_relays_reach_every_node_within_the_diameter(seed):
+    n = 7
+    nb = random_connected_graph(n, 2, np.random.default_rng(seed))
+    D = diameter(nb)
+    agents = _agents("graph", n=n, nb=nb, d_max=D, seed=seed)
+    got = [set() for _ in range(n)]
+    for k in range(D + 1):
+        t = 4 * (k + 1)
+        out = {ag.index: ag.end_iteration(np.zeros(2), np.ones(2)) for ag in agents}
+        for ag in agents:
+            for r in ag.neighbours:
+                agents[r].deliver(out[ag.index], t)
+                got[r].update((j, tt) for j, tt, _ in out[ag.index])
+        for ag in agents:
+            ag.update(t)
+    for i in range(n):
+        dist = hop_distances(nb, i)
+        for j in range(n):
+            if j != i:   # d_j^0 reaches i after dist(i, j) - 1 relays
+                assert (j, 0) in got[i], (i, j, dist[j])
+                assert all((j, t) in got[i] for t in range(D + 1 - dist[j] + 1))
+
+
+def test_policy_state_and_forward_shapes_and_torch_twin():
+    import torch
+
+    N = 4
+    spec = MLPSpec.for_links(N, (5,))
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((3, N, N)) ** 2
+    p = rng.uniform(0, 10, (3, N))
+    s = local_states(G, p, 0.5, np.full(N, 10.0))
+    assert s.shape == (3, N, N + 2)
+    # T_i: the interference link i causes at receiver j is G_ji p_i
+    assert np.isclose(s[0, 1, 1], np.log10(1 + G[0, 0, 1] * p[0, 1] / 0.5))
+    th = np.stack([spec.init(rng) for _ in range(N)])
+    y = forward_stacked(spec, th, s)
+    assert y.shape == (3, N) and np.all((y > 0) & (y < 1))
+    yt = forward_stacked_torch(spec, torch.from_numpy(th), torch.from_numpy(s))
+    assert np.allclose(y, yt.numpy())
+    # mixed architectures
+    specs = (spec, MLPSpec.for_links(N, (3, 2)), spec, spec)
+    thetas = [sp.init(rng) for sp in specs]
+    pw = PolicyGroups(specs).powers(thetas, s, np.full(N, 10.0))
+    assert pw.shape == (3, N) and np.all((pw > 0) & (pw < 10))
