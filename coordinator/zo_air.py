@@ -52,6 +52,7 @@ class Air:
         self.p_prev = self.p_max_w.copy()          # powers of slot t-1 (max power before slot 0)
         self._block = np.empty((0, self.L, self.L))
         self._block_t0 = 0
+        self.last_gains = np.empty((0, self.L, self.L))   # G of the last advance() [S, N, N]
 
     # ---- parameters in force ----
     def set_theta(self, i: int, theta: np.ndarray) -> None:
@@ -86,13 +87,15 @@ class Air:
             p[..., ix] = forward_stacked(spec, th, s[..., ix, :])
         return p * self.p_max_w
 
-    def advance(self, t_end: int) -> np.ndarray:
-        """Run slots [t, t_end) with the parameters in force; returns the rates [t_end - t, N]."""
+    def advance(self, t_end: int, powers_out: np.ndarray | None = None) -> np.ndarray:
+        """Run slots [t, t_end) with the parameters in force; returns the rates [t_end - t, N]
+        (and the powers in ``powers_out`` [t_end - t, N] if given)."""
         n = t_end - self.t
         if n <= 0:
             return np.empty((0, self.L))
-        G = self.gains(self.t, t_end)
-        rates, self.p_prev = run_slots(G, self.p_prev, self.groups, self.stacks, self.noise_w, self.p_max_w)
+        G = self.last_gains = self.gains(self.t, t_end)
+        rates, self.p_prev = run_slots(G, self.p_prev, self.groups, self.stacks, self.noise_w, self.p_max_w,
+                                       powers_out)
         self.t = t_end
         return rates
 
@@ -125,13 +128,15 @@ def block_diag_layers(spec: MLPSpec, theta: np.ndarray) -> list[tuple[np.ndarray
 
 
 def run_slots(G: np.ndarray, p_prev: np.ndarray, groups: list[tuple[MLPSpec, np.ndarray]],
-              stacks: list[np.ndarray], noise_w: float, p_max_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              stacks: list[np.ndarray], noise_w: float, p_max_w: np.ndarray,
+              powers_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The slot recursion p(t) = phi(s(G(t), p(t-1))) over G [S, ..., N, N] (any batch dims).
 
     Same numbers (to rounding) as :func:`bs_agent.zo_policy.local_states` + ``forward_stacked`` +
     ``link_rates`` slot by slot, with the per-slot work cut to a few vector operations (each group
     of links is one block-diagonal matmul per layer). Returns the per-link rates [S, ..., N]
-    (bit/s/Hz) and the powers of the last slot [..., N].
+    (bit/s/Hz) and the powers of the last slot [..., N]; ``powers_out`` [S, ..., N], if given,
+    receives the powers of every slot.
     """
     S = G.shape[0]
     L = G.shape[-1]
@@ -144,7 +149,7 @@ def run_slots(G: np.ndarray, p_prev: np.ndarray, groups: list[tuple[MLPSpec, np.
     inv_pmax = 1.0 / p_max_w
     single = len(groups) == 1 and np.array_equal(groups[0][1], np.arange(L))
     layers = [(ix, block_diag_layers(spec, th)) for (spec, ix), th in zip(groups, stacks, strict=False)]
-    P = np.empty(G.shape[:-1])
+    P = np.empty(G.shape[:-1]) if powers_out is None else powers_out
     p = np.broadcast_to(p_prev, G.shape[1:-1]).copy()
     x = np.empty(batch + (L, m))
     q = np.empty(batch + (L,))
@@ -227,3 +232,24 @@ def rollout_sum_rate_torch(specs: list[MLPSpec], thetas: list, G, noise_w: float
         p = torch.stack(cols, dim=-1) * p_max_w
         rates.append(sum_rate_torch(G[s], p, noise_w))
     return torch.stack(rates).mean(), p
+
+
+def batch_sum_rate_torch(specs: list[MLPSpec], thetas: list, G, states, noise_w: float, p_max_w: float):
+    """Differentiable mean sum-rate of the policies over slots G [S, N, N] (torch) with their
+    measured inputs ``states`` [S, N, m] held fixed: the exact gradient of the batch sum-rate
+    through every policy given what each link measured (the p(t-1) inputs are not differentiated)."""
+    import torch
+
+    from radio.rates import sum_rate_torch
+
+    L = G.shape[-1]
+    groups: dict[MLPSpec, list[int]] = {}
+    for i, sp in enumerate(specs):
+        groups.setdefault(sp, []).append(i)
+    cols: list = [None] * L
+    for sp, ix in groups.items():
+        q = forward_stacked_torch(sp, torch.stack([thetas[i] for i in ix]), states[..., ix, :])
+        for c, i in enumerate(ix):
+            cols[i] = q[..., c]
+    p = torch.stack(cols, dim=-1) * p_max_w
+    return sum_rate_torch(G, p, noise_w).mean()

@@ -27,7 +27,8 @@ from bs_agent.zo_agent import ZOHyper, ZOLinkAgent, utility
 from bs_agent.zo_math import Entry
 from bs_agent.zo_policy import MLPSpec
 from coordinator import zo_config as zc
-from coordinator.zo_air import Air, eval_gains, max_power_sum_rate, rollout_sum_rate
+from bs_agent.zo_policy import local_states
+from coordinator.zo_air import Air, batch_sum_rate_torch, eval_gains, max_power_sum_rate, rollout_sum_rate
 from coordinator.zo_config import ZOConfig
 from protocol.codec import frame_size
 from protocol.envelope import COORDINATOR, Envelope, Kind
@@ -289,7 +290,6 @@ class FirstOrder:
         self.params = [torch.tensor(th, dtype=torch.float64, requires_grad=True) for th in init]
         self.opt = torch.optim.Adam(self.params, lr=cfg.baseline.adam_lr)
         self.air = Air(zc.scenario(cfg), self.specs, init, cfg.run.seed)
-        self.p_prev = torch.full((self.N,), float(cfg.scenario.p_max_w), dtype=torch.float64)
         self.iteration = 0
         self.last_sum_rate = float("nan")
         self._size_cache: dict[tuple[int, int], int] = {}
@@ -311,20 +311,24 @@ class FirstOrder:
     def run_iteration(self) -> None:
         import torch
 
-        from coordinator.zo_air import rollout_sum_rate_torch
-
-        G = torch.from_numpy(self.air.gains(self.air.t, self.air.t + self.B)).unsqueeze(1)   # [B, 1, N, N]
-        self.air.t += self.B
         if not self.fl:
             for i in range(self.N):            # each receiver uploads its gains row for every slot
                 self._send(Kind.CSI_UPLOAD, i, COORDINATOR, self.B * self.N, (self.B, self.N))
-        sr, p_last = rollout_sum_rate_torch(self.specs, self.params, G, self.cfg.scenario.noise_w,
-                                            self.cfg.scenario.p_max_w, self.p_prev.unsqueeze(0))
+        # the air with the current policies: powers in force slot by slot, and each link's inputs
+        for g, (_sp, ix) in enumerate(self.air.groups):
+            self.air.stacks[g] = np.stack([self.params[i].detach().numpy() for i in ix])
+        P = np.empty((self.B, self.N))
+        p_before = self.air.p_prev.copy()
+        rates = self.air.advance(self.air.t + self.B, powers_out=P)
+        G = self.air.last_gains                                               # [B, N, N]
+        p_in = np.concatenate([p_before[None], P[:-1]])
+        S = local_states(G, p_in, self.cfg.scenario.noise_w, np.full(self.N, self.cfg.scenario.p_max_w))
+        sr = batch_sum_rate_torch(self.specs, self.params, torch.from_numpy(G), torch.from_numpy(S),
+                                  self.cfg.scenario.noise_w, self.cfg.scenario.p_max_w)
         self.opt.zero_grad()
         (-sr).backward()
         self.opt.step()
-        self.p_prev = p_last.detach()[0]
-        self.last_sum_rate = float(sr.detach())
+        self.last_sum_rate = float(rates.sum(axis=1).mean())
         self.iteration += 1
         if not self.fl:
             for i in range(self.N):
@@ -344,7 +348,7 @@ class FirstOrder:
 
     def state(self) -> dict[str, Any]:
         return {"params": self.thetas(), "opt": self.opt.state_dict(), "air": self.air.state(),
-                "p_prev": self.p_prev.numpy().copy(), "iteration": self.iteration,
+                "iteration": self.iteration,
                 "exchange": vars(self.exchange).copy()}
 
     def load_state(self, st: dict[str, Any]) -> None:
@@ -355,7 +359,6 @@ class FirstOrder:
                 p.copy_(torch.from_numpy(np.asarray(v)))
         self.opt.load_state_dict(st["opt"])
         self.air.load_state(st["air"])
-        self.p_prev = torch.from_numpy(np.asarray(st["p_prev"]).copy())
         self.iteration = int(st["iteration"])
         for k, v in st["exchange"].items():
             setattr(self.exchange, k, v)

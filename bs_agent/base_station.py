@@ -1,0 +1,214 @@
+"""One base station as a plain object (testable without Ray); :mod:`bs_agent.actor` wraps it.
+
+A BS holds its id, its local state for the current batch of M slots (see :mod:`bs_agent.state`),
+the shared policy and value networks, and what it sampled. It acts on the whole batch at once and
+computes its SHARE (a sum over its own samples) of:
+
+    g_b   = sum_m  w_m grad log pi(a_m|s_m)                 w_m = gamma^n A_m           eq. (18)
+    F_b v = sum_m  Hess_theta KL(pi_old(.|s_m) || pi_theta(.|s_m)) v                   eq. (15)/(19)
+    L_b   = sum_m  w_m (pi_theta'(a_m|s_m) / pi_theta(a_m|s_m) - 1)                   eq. (12), (22)
+    KL_b  = sum_m  KL(pi_theta(.|s_m) || pi_theta'(.|s_m))                              eq. (23)
+    c_b   = grad_phi sum_m (V_phi(s_m) - G_m)^2                                         critic
+
+The coordinator sums the shares of all BSs and divides by the number of samples M*N.
+The centralized agent of Alg. 1 is the same class with ``scheme='centralized'`` (it decides all L
+powers from the full CSI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bs_agent.nets import init_networks, mlp_forward_cache, mlp_jvp, mlp_vjp
+from bs_agent.state import act_dim, local_csi, obs_dim, relative_powers
+from bs_agent.trpo import (
+    flat_grad,
+    flat_params,
+    gaussian_kl,
+    gaussian_log_prob,
+    set_flat_params,
+)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """Static description shared by every BS of a run."""
+
+    scheme: str          # 'centralized' | 'partial' | 'full'
+    B: int               # cells
+    K: int               # users per cell
+    hidden: int = 256
+    layers: int = 3
+    init_log_std: float = -1.0
+    init_seed: int = 0   # seed of the network initialisation (same at every BS: the policy is shared)
+
+    @property
+    def obs_dim(self) -> int:
+        return obs_dim(self.scheme, self.B, self.K)
+
+    @property
+    def act_dim(self) -> int:
+        return act_dim(self.scheme, self.B, self.K)
+
+
+class BaseStation:
+    """A BS (or, with ``scheme='centralized'``, the central agent)."""
+
+    def __init__(self, bs_id: int, spec: AgentSpec, sample_seed: int, dtype: torch.dtype = torch.float32):
+        self.bs_id = int(bs_id)
+        self.spec = spec
+        self.dtype = dtype
+        self.policy, self.value = init_networks(spec.obs_dim, spec.act_dim, spec.hidden, spec.layers,
+                                                spec.init_log_std, spec.init_seed, dtype)
+        self.gen = torch.Generator().manual_seed(int(sample_seed))   # this BS's sampling noise
+        self._clear()
+
+    def _clear(self) -> None:
+        self.csi: np.ndarray | None = None       # [M, csi_dim] relative, normalised
+        self.obs: torch.Tensor | None = None     # [M, obs_dim]
+        self.eps: torch.Tensor | None = None     # [M, A] standard normal noise of this batch
+        self.a: torch.Tensor | None = None       # [M, A] sampled (unclipped) power fractions
+        self.mu_old = self.log_std_old = self.logp_old = None
+        self.weights: torch.Tensor | None = None  # [M] gamma^n A
+        self._kl_grad: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------- parameters
+    def get_policy_params(self) -> torch.Tensor:
+        return flat_params(self.policy)
+
+    def get_value_params(self) -> torch.Tensor:
+        return flat_params(self.value)
+
+    def set_policy_params(self, theta: torch.Tensor) -> None:
+        set_flat_params(self.policy, torch.as_tensor(theta, dtype=self.dtype))
+        self._kl_grad = None
+
+    def set_value_params(self, phi: torch.Tensor) -> None:
+        set_flat_params(self.value, torch.as_tensor(phi, dtype=self.dtype))
+
+    # ---------------------------------------------------------------- acting
+    def load_csi(self, csi: np.ndarray, stochastic: bool = True) -> None:
+        """Start a batch: this BS's local CSI [M, csi_dim] (already relative and normalised), and the
+        Gaussian noise for all M slots drawn at once (so acting in passes is the same as at once)."""
+        self._clear()
+        self.csi = np.asarray(csi, dtype=np.float32)
+        M = self.csi.shape[0]
+        self.obs = torch.zeros(M, self.spec.obs_dim, dtype=self.dtype)
+        self.a = torch.zeros(M, self.spec.act_dim, dtype=self.dtype)
+        self.eps = (torch.randn(M, self.spec.act_dim, generator=self.gen, dtype=torch.float64).to(self.dtype)
+                    if stochastic else torch.zeros(M, self.spec.act_dim, dtype=self.dtype))
+
+    def load_gains(self, gains_norm: np.ndarray, stochastic: bool = True) -> None:
+        """Convenience: take BS b's local CSI out of the normalised [M, L, B] gains."""
+        if self.spec.scheme == "centralized":
+            self.load_csi(gains_norm.reshape(gains_norm.shape[0], -1), stochastic)
+        else:
+            self.load_csi(local_csi(gains_norm, self.bs_id, self.spec.K), stochastic)
+
+    def act(self, rows: np.ndarray | None = None, extra: np.ndarray | None = None) -> np.ndarray:
+        """Decide the powers of slots ``rows`` (all when None); ``extra`` [len(rows), ...] is appended to
+        the CSI (round-robin: the relative powers and flags). Returns power fractions clipped to [0, 1]
+        (eq. 9), [len(rows), A]."""
+        assert self.csi is not None and self.obs is not None and self.a is not None and self.eps is not None
+        idx = np.arange(self.csi.shape[0]) if rows is None else np.asarray(rows)
+        parts = [self.csi[idx]] if extra is None else [self.csi[idx], np.asarray(extra, dtype=np.float32)]
+        s = torch.as_tensor(np.concatenate(parts, axis=1), dtype=self.dtype)
+        t_idx = torch.as_tensor(idx, dtype=torch.long)
+        with torch.no_grad():
+            mu, log_std = self.policy(s)
+            a = mu + torch.exp(log_std) * self.eps[t_idx]
+        self.obs[t_idx] = s
+        self.a[t_idx] = a
+        return torch.clamp(a, 0.0, 1.0).numpy().astype(np.float64)
+
+    def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int) -> None:
+        """Round-robin pass n (in place on the token): act on the slots where this BS is at step n,
+        from its CSI plus the powers decided so far; write its powers and flag into the token.
+        ``p_frac`` [M, L], ``decided`` [M, B], ``position`` [M] this BS's step in each slot's order."""
+        rows = np.nonzero(position == n)[0]
+        if rows.size == 0:
+            return
+        K, b = self.spec.K, self.bs_id
+        extra = relative_powers(p_frac[rows], decided[rows], b, K)
+        frac = self.act(rows, extra)
+        p_frac[rows, b * K:(b + 1) * K] = frac
+        decided[rows, b] = True
+
+    def finish_acting(self) -> np.ndarray:
+        """Freeze pi_old on the batch; returns V(s) [M] of the current critic."""
+        with torch.no_grad():
+            self.mu_old, self.log_std_old = self.policy(self.obs)
+            self.logp_old = gaussian_log_prob(self.a, self.mu_old, self.log_std_old)
+            return self.value(self.obs).double().numpy()
+
+    def mean_action(self) -> np.ndarray:
+        """Deterministic powers (the mean, clipped) for evaluation, all slots, [M, A] fractions."""
+        with torch.no_grad():
+            mu, _ = self.policy(torch.as_tensor(self.csi, dtype=self.dtype))
+        return torch.clamp(mu, 0.0, 1.0).double().numpy()
+
+    # ---------------------------------------------------------------- TRPO shares
+    def set_weights(self, weights: np.ndarray) -> None:
+        """w_m = gamma^n A_m of this BS's samples (from the coordinator's advantage estimate)."""
+        self.weights = torch.as_tensor(np.asarray(weights), dtype=self.dtype)
+
+    def policy_gradient(self) -> torch.Tensor:
+        """Share of eq. (18): sum_m w_m grad log pi(a_m|s_m), flat."""
+        mu, log_std = self.policy(self.obs)
+        logp = gaussian_log_prob(self.a, mu, log_std)
+        return flat_grad((self.weights * logp).sum(), self.policy.parameters()).detach()
+
+    def fisher_vector_product(self, v: torch.Tensor) -> torch.Tensor:
+        """Share of eq. (15)/(19): (Hessian of sum_m KL(pi_old || pi_theta) at theta = theta_old) v.
+
+        At theta = theta_old the KL Hessian is the Gauss-Newton form J^T D J (J: Jacobian of the
+        network outputs (mu, log-std) w.r.t. theta; D = diag(1/sigma^2, 2) the Gaussian's Fisher in
+        those outputs), computed with one tangent pass and one backward pass on a cached forward."""
+        v = torch.as_tensor(v, dtype=self.dtype)
+        if self._kl_grad is None:
+            with torch.no_grad():
+                _, cache = mlp_forward_cache(self.policy.body, self.obs)
+                D = torch.cat([torch.exp(-2.0 * self.log_std_old), torch.full_like(self.log_std_old, 2.0)], -1)
+            self._kl_grad = (cache, D)
+        cache, D = self._kl_grad
+        shapes = [p.shape for p in self.policy.parameters()]
+        parts, i = [], 0
+        for s in shapes:
+            k = s.numel()
+            parts.append(v[i:i + k].view(s))
+            i += k
+        with torch.no_grad():
+            Jv = mlp_jvp(self.policy.body, cache, parts)
+            return torch.cat([g.reshape(-1) for g in mlp_vjp(self.policy.body, cache, D * Jv)])
+
+    def surrogate_kl(self, theta: torch.Tensor) -> tuple[float, float]:
+        """Shares of eq. (12) (as L(theta') - L(theta)) and of the KL of eq. (23) at candidate theta'.
+        The BS's own parameters are left as they were."""
+        from torch.func import functional_call
+
+        theta = torch.as_tensor(theta, dtype=self.dtype)
+        names = [n for n, _ in self.policy.named_parameters()]
+        shapes = [p.shape for p in self.policy.parameters()]
+        params, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            params[n] = theta[i:i + k].view(s)
+            i += k
+        with torch.no_grad():
+            mu, log_std = functional_call(self.policy, params, (self.obs,))
+            logp = gaussian_log_prob(self.a, mu, log_std)
+            surr = (self.weights * (torch.exp(logp - self.logp_old) - 1.0)).sum()
+            kl = gaussian_kl(self.mu_old, self.log_std_old, mu, log_std).sum()
+        return float(surr), float(kl)
+
+    def value_gradient(self, returns: np.ndarray) -> tuple[torch.Tensor, float]:
+        """Critic share: (grad_phi sum_m (V(s_m) - G_m)^2, the loss sum). Policy parameters untouched."""
+        G = torch.as_tensor(np.asarray(returns), dtype=self.dtype)
+        loss = ((self.value(self.obs) - G) ** 2).sum()
+        return flat_grad(loss, self.value.parameters()).detach(), float(loss.detach())
+
+    def n_samples(self) -> int:
+        return 0 if self.obs is None else int(self.obs.shape[0])

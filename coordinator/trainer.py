@@ -1,0 +1,286 @@
+"""The coordinator: draws the channel slots (the "air"), scatters each BS its local CSI, triggers the
+episodes, computes the common reward R(H, P), estimates advantages with the state-value baseline,
+sums the BSs' gradient and Fisher-vector-product shares, runs conjugate gradient, the step of eq. (20)
+and the backtracking line search of eqs. (21)-(23), and broadcasts the accepted parameters.
+Algorithms 1 (centralized), 2 (partially decentralized, round-robin) and 3 (fully decentralized) of
+paper 1, plus the A2C baseline (fixed step) on the same sampling.
+
+Episodes (one slot each, M per iteration, all batched):
+  centralized  N = 1: s = full CSI, a = all L powers, reward R at the only step.
+  partial      N = B: a random BS order per slot; BS at step n sees its CSI + the powers of steps < n;
+               reward 0 until the last step, then R (gamma = 0.99).
+  full         N = B: all BSs act at once on their own CSI (fixed step index = BS index for the
+               discounting of the end-of-episode reward), nothing exchanged.
+Rewards are in bit/s/Hz for learning and reported in Mbps (x W / 1e6).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from bs_agent.base_station import AgentSpec
+from bs_agent.state import GainNorm
+from bs_agent.trpo import end_of_episode_returns, line_search, step_weights, trpo_step
+from coordinator.backends import InprocBackend, agent_ids
+from coordinator.messages import BROADCAST, COORDINATOR, Kind, MessageAccount
+from deploy.config import TrainConfig
+from radio.channels import Scenario, expand_gains
+from radio.problem import Problem
+from radio.rates import sum_rate
+
+# purposes of the root seed's children (numpy SeedSequence spawn keys)
+SEED_AIR, SEED_ORDER, SEED_INIT, SEED_AGENT, SEED_EVAL = range(5)
+
+
+def child_seed(root: int, *key: int) -> int:
+    """A 63-bit seed derived from (root seed, purpose, ...) with numpy's SeedSequence."""
+    return int(np.random.SeedSequence(int(root), spawn_key=tuple(key)).generate_state(2, np.uint64)[0] >> 1)
+
+
+def scenario_of(cfg: TrainConfig) -> Scenario:
+    s = cfg.scenario
+    return Scenario.preset(s.kind, users_per_cell=s.users_per_cell, alpha=s.alpha, cell_radius_m=s.cell_radius_m,
+                           p_max_dbm=s.p_max_dbm, bs_sum_power_dbm=s.bs_sum_power_dbm, redrop=s.redrop)
+
+
+def agent_spec(cfg: TrainConfig) -> AgentSpec:
+    sc = scenario_of(cfg)
+    return AgentSpec(cfg.run.scheme, sc.cells, sc.K, cfg.policy.hidden, cfg.policy.layers,
+                     cfg.policy.init_log_std, child_seed(cfg.run.seed, SEED_INIT))
+
+
+def make_backend(cfg: TrainConfig, address: str | None = None) -> Any:
+    spec = agent_spec(cfg)
+    seeds = [child_seed(cfg.run.seed, SEED_AGENT, i) for i in agent_ids(spec)]
+    if cfg.run.backend == "inproc":
+        return InprocBackend(spec, seeds)
+    from coordinator.ray_backend import RayBackend
+
+    return RayBackend(spec, seeds, address=address)
+
+
+def random_positions(rng: np.random.Generator, M: int, B: int) -> np.ndarray:
+    """[M, B] position[m, b] = step of BS b in slot m's random order (a permutation per slot)."""
+    order = np.argsort(rng.random((M, B)), axis=1)     # order[m, n] = BS acting at step n
+    pos = np.empty_like(order)
+    np.put_along_axis(pos, order, np.arange(B)[None, :].repeat(M, 0), axis=1)
+    return pos
+
+
+def powers_w(frac: np.ndarray, problem: Problem) -> np.ndarray:
+    """Power fractions [n, L] -> watts, clipped to [0, Pmax] and scaled into a per-BS sum limit
+    if the problem has one (Fig. 15: rescale so each BS's sum <= its budget)."""
+    return problem.project(np.clip(frac, 0.0, 1.0) * problem.p_max_w)
+
+
+@dataclass
+class TrainState:
+    iteration: int
+    theta: torch.Tensor
+    phi: torch.Tensor
+    value_opt: dict | None = None
+    a2c_opt: dict | None = None
+    air_rng: dict | None = None
+    order_rng: dict | None = None
+    agent_rng: list | None = None
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Runs iterations of TRPO (or A2C) on a backend; numbers are identical across backends."""
+
+    def __init__(self, cfg: TrainConfig, backend: Any, log: MessageAccount | None = None) -> None:
+        self.cfg = cfg
+        self.scenario = scenario_of(cfg)
+        self.spec = agent_spec(cfg)
+        self.B, self.K, self.L = self.scenario.cells, self.scenario.K, self.scenario.L
+        self.N = 1 if cfg.run.scheme == "centralized" else self.B
+        self.norm = GainNorm.of_scenario(self.scenario)
+        self.backend = backend
+        self.log = log or MessageAccount()
+        self.air_rng = np.random.default_rng(child_seed(cfg.run.seed, SEED_AIR))
+        self.order_rng = np.random.default_rng(child_seed(cfg.run.seed, SEED_ORDER))
+        theta, phi = backend.initial_params()
+        self.theta = theta.clone()
+        self.phi = torch.nn.Parameter(phi.clone())
+        self.value_opt = torch.optim.Adam([self.phi], lr=cfg.trpo.value_lr)
+        self.pol = torch.nn.Parameter(self.theta.clone())
+        self.a2c_opt = torch.optim.RMSprop([self.pol], lr=cfg.trpo.a2c_lr, alpha=0.99, eps=1e-5)
+        self.iteration = 0
+        self.ids = agent_ids(self.spec)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration, "theta": self.theta.clone(), "phi": self.phi.detach().clone(),
+            "value_opt": self.value_opt.state_dict(), "a2c_opt": self.a2c_opt.state_dict(),
+            "air_rng": self.air_rng.bit_generator.state, "order_rng": self.order_rng.bit_generator.state,
+            "agent_rng": self.backend.rng_states(),
+        }
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.iteration = int(st["iteration"])
+        self.theta = st["theta"].clone()
+        with torch.no_grad():
+            self.phi.copy_(st["phi"])
+            self.pol.copy_(self.theta)
+        self.value_opt.load_state_dict(st["value_opt"])
+        self.a2c_opt.load_state_dict(st["a2c_opt"])
+        self.air_rng.bit_generator.state = st["air_rng"]
+        self.order_rng.bit_generator.state = st["order_rng"]
+        self.backend.set_rng_states(st["agent_rng"])
+        self.backend.set_policy(self.theta)
+        self.backend.set_value(self.phi.detach())
+
+    # ------------------------------------------------------------------ one iteration
+    def _sample(self, it: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Draw M slots, let the agents act; returns (rewards R [M] bit/s/Hz, positions, powers W)."""
+        M, B, K, L = self.cfg.trpo.episodes, self.B, self.K, self.L
+        ub = self.scenario.user_bs_gains(M, self.air_rng)              # [M, L, B] the air
+        gn = self.norm(ub)
+        self.backend.load(gn)
+        log = self.log
+        position = None
+        if self.cfg.run.scheme == "centralized":
+            for b in range(B):   # each BS uploads its own downlink gains to all L users (K*B per slot)
+                log.send(Kind.CSI_UPLOAD, b, COORDINATOR, it, {"gains": gn[:, :, b]})
+            frac = self.backend.act_all()
+            for b in range(B):   # the central agent returns each BS its K powers
+                log.send(Kind.POWER_ASSIGNMENT, COORDINATOR, b, it, {"p": frac[:, b * K:(b + 1) * K]})
+        elif self.cfg.run.scheme == "partial":
+            position = random_positions(self.order_rng, M, B)
+            frac = self.backend.act_round_robin(position)
+            # the token: B passes around the ring, one message per hop carrying the whole batch
+            token = {"p": np.zeros((M, L), np.float32), "decided": np.zeros((M, B), np.int64)}
+            hop = log.size_of(Kind.POWER_VECTOR, 0, 1 % B, it, token)
+            log.record(Kind.POWER_VECTOR, 0, 1 % B, it, hop, count=B * B - 1)
+            log.record(Kind.POWER_VECTOR, B - 1, COORDINATOR, it, hop)
+        else:
+            frac = self.backend.act_all()
+        problem = Problem(expand_gains(ub, K), self.scenario.noise_w, np.full(L, self.scenario.p_max_w),
+                          self.scenario.bandwidth_hz, B, K, self.scenario.bs_sum_power_w)
+        p = powers_w(frac, problem)
+        R = sum_rate(problem.G, p, problem.noise_w)                    # [M] bit/s/Hz, common reward
+        return R, position, p
+
+    def _positions(self, position: np.ndarray | None, M: int) -> list[np.ndarray]:
+        """Step index n of every agent's samples (0-based)."""
+        if self.cfg.run.scheme == "centralized":
+            return [np.zeros(M, dtype=np.int64)]
+        if position is None:  # full: fixed order = BS index
+            return [np.full(M, b, dtype=np.int64) for b in range(self.B)]
+        return [position[:, b] for b in range(self.B)]
+
+    def step(self) -> dict[str, float]:
+        """One iteration; returns its metrics."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        it, M, N, log = self.iteration, cfg.trpo.episodes, self.N, self.log
+        R, position, _ = self._sample(it)
+        V = self.backend.finish()
+        for i in self.ids:   # the common reward goes back to every agent (training only)
+            log.send(Kind.METRICS, COORDINATOR, i, it, {"reward": R})
+            log.send(Kind.METRICS, i, COORDINATOR, it, {"value": V[0]})
+        pos = self._positions(position, M)
+        gamma = cfg.trpo.gamma
+        returns = [end_of_episode_returns(R, n, N, gamma) for n in pos]     # G_n = gamma^(N-1-n) R
+        adv = [G - v for G, v in zip(returns, V)]                           # A = G - V(s)
+        self.backend.set_weights([step_weights(n, gamma) * A for n, A in zip(pos, adv)])  # gamma^n' A
+        count = float(M * N)
+
+        # ---- policy gradient, eq. (18)
+        g = torch.stack(self.backend.policy_gradient()).sum(0) / count
+        gshare = log.size_of(Kind.GRADIENT, 0, COORDINATOR, it, {"g": g})
+        log.record(Kind.GRADIENT, 0, COORDINATOR, it, gshare, count=len(self.ids))
+        metrics: dict[str, float] = {}
+        if cfg.run.algo == "a2c":
+            with torch.no_grad():
+                self.pol.copy_(self.theta)
+            self.a2c_opt.zero_grad()
+            self.pol.grad = -g.to(self.pol.dtype)
+            self.a2c_opt.step()
+            new_theta = self.pol.detach().clone()
+            shares = self.backend.surrogate_kl(new_theta)
+            surr, kl = sum(x for x, _ in shares) / count, sum(k for _, k in shares) / count
+            self.theta = new_theta
+            metrics.update(kl=kl, surrogate=surr, backtracks=0, ls_success=1, cg_residual=0.0, cg_iters=0)
+        else:
+            damping = cfg.trpo.cg_damping
+            fvp_msgs = [0]
+
+            def Fvp(v: torch.Tensor) -> torch.Tensor:   # eq. (19) + damping
+                fvp_msgs[0] += 1
+                return torch.stack(self.backend.fvp(v)).sum(0) / count + damping * v
+
+            step, cg, _ = trpo_step(g, Fvp, cfg.trpo.delta, cfg.trpo.cg_iters, cfg.trpo.cg_tol)   # eq. (20)
+            vsz = log.size_of(Kind.FVP_REQUEST, COORDINATOR, BROADCAST, it, {"v": g})
+            log.record(Kind.FVP_REQUEST, COORDINATOR, BROADCAST, it, vsz, count=fvp_msgs[0] * len(self.ids))
+            log.record(Kind.FVP, 0, COORDINATOR, it, gshare, count=fvp_msgs[0] * len(self.ids))
+            n_eval = [0]
+
+            def evaluate(th: torch.Tensor) -> tuple[float, float]:
+                n_eval[0] += 1
+                shares = self.backend.surrogate_kl(th)
+                return sum(s for s, _ in shares) / count, sum(k for _, k in shares) / count
+
+            ls = line_search(self.theta, step, evaluate, cfg.trpo.delta, cfg.trpo.zeta, cfg.trpo.max_backtracks)
+            psz = log.size_of(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, {"theta": self.theta})
+            log.record(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, psz, count=n_eval[0] * len(self.ids))
+            self.theta = ls.theta
+            metrics.update(kl=ls.kl, surrogate=ls.surrogate, backtracks=ls.backtracks,
+                           ls_success=int(ls.accepted), cg_residual=cg.residual, cg_iters=cg.iterations,
+                           step_norm=float(step.norm()))
+        self.backend.set_policy(self.theta)        # broadcast the accepted parameters
+        log.send(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, {"theta": self.theta}, count=len(self.ids))
+
+        # ---- critic: full-batch Adam steps on sum (V - G)^2, shares summed at the coordinator
+        vloss = float("nan")
+        for _ in range(cfg.trpo.value_epochs):
+            shares = self.backend.value_gradient(returns)
+            grad = torch.stack([s for s, _ in shares]).sum(0) / count
+            vloss = sum(lv for _, lv in shares) / count
+            self.value_opt.zero_grad()
+            self.phi.grad = grad.to(self.phi.dtype)
+            self.value_opt.step()
+            self.backend.set_value(self.phi.detach())
+            csz = log.size_of(Kind.GRADIENT, 0, COORDINATOR, it, {"c": grad})
+            log.record(Kind.GRADIENT, 0, COORDINATOR, it, csz, count=len(self.ids))
+            log.record(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, csz, count=len(self.ids))
+
+        self.iteration += 1
+        mean_r = float(R.mean())
+        metrics = {
+            "iteration": it, "reward": mean_r, "reward_mbps": mean_r * self.scenario.bandwidth_hz / 1e6,
+            **metrics, "value_loss": vloss, "seconds": time.perf_counter() - t0, "env_steps": M * N,
+            **self.log.take_iteration(),
+        }
+        return metrics
+
+
+def evaluate_policy(cfg: TrainConfig, theta: torch.Tensor, problem: Problem, seed: int = 0) -> np.ndarray:
+    """Powers [n, L] W of the trained (deterministic: the mean, clipped) policy on ``problem``'s
+    channels. Round-robin uses a random order per slot. Works at any Pmax / per-BS sum budget of
+    ``problem`` because the policy outputs fractions of Pmax (Figs. 14, 15)."""
+    from radio.channels import user_bs_gains_of
+
+    spec = agent_spec(cfg)
+    backend = InprocBackend(spec, [0] * len(agent_ids(spec)))
+    backend.set_policy(theta)
+    norm = GainNorm.of_scenario(scenario_of(cfg))
+    gn = norm(user_bs_gains_of(problem))
+    backend.load(gn, stochastic=False)
+    if cfg.run.scheme == "partial":
+        pos = random_positions(np.random.default_rng(seed), problem.n, spec.B)
+        frac = backend.act_round_robin(pos)
+    else:
+        frac = backend.act_all()
+    return powers_w(frac, problem)
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

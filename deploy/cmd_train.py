@@ -1,0 +1,234 @@
+"""`bsemu train` (TRPO / A2C on the inproc or ray backend, run folder, resume) and
+`bsemu evaluate` (a trained policy on new channels, beside the classical baselines)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from deploy.config import ConfigError, TrainConfig, config_to_dict, from_dict, load_config
+from deploy.errors import UsageError
+from deploy.rundir import RunDir, default_run_dir, plot_curves
+
+CURVE_KEYS = ("reward_mbps", "kl", "backtracks", "value_loss", "seconds")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a TRPO/A2C power-allocation policy (Algorithms 1-3 of paper 1)")
+    p.add_argument("--config", type=Path, help="YAML config (e.g. deploy/configs/demo.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set trpo.episodes=200 (repeatable)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--run-dir", type=Path, default=None, help="run folder (default runs/<time>-<config>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (--set run.iterations=N to extend it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained policy on new channels beside the baselines")
+    e.add_argument("run_dir", type=Path, help="run folder written by `bsemu train`")
+    e.add_argument("--gains", type=Path, default=None, help=".npz channels (same format as `bsemu baselines`)")
+    e.add_argument("--slots", type=int, default=None, help="realizations to draw when no --gains (default: "
+                                                           "the run's eval_slots)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the held-out draw (default: run seed + 1)")
+    e.add_argument("--p-max-dbm", type=float, default=None, help="evaluate at another Pmax (Fig. 14)")
+    e.add_argument("--methods", default=None, help="comma-separated baselines (default: the run's)")
+    e.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
+    e.set_defaults(func=run_evaluate)
+
+
+# ---------------------------------------------------------------------------------------------- train
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    if args.resume is not None:
+        rd = RunDir.open(args.resume)
+        base = rd.config_dict()
+        try:
+            cfg = load_config(TrainConfig, None, _flatten(base) + list(args.overrides))
+        except ConfigError as exc:
+            raise ConfigError(f"{rd.path}/config.yaml: {exc}") from None
+        name = rd.meta().get("config_name", rd.path.name)
+    else:
+        if args.config is None:
+            raise UsageError("--config FILE or --resume RUN_DIR is required")
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        name = args.config.stem
+        _check_feasible(cfg)
+        path = args.run_dir or default_run_dir(name)
+        rd = RunDir.create(path, config_to_dict(cfg), cfg.run.seed, name, keep=cfg.run.keep_checkpoints)
+    if args.resume is not None:
+        _check_feasible(cfg)
+        rd.keep = cfg.run.keep_checkpoints
+        (rd.path / "config.yaml").write_text(__import__("yaml").safe_dump(config_to_dict(cfg), sort_keys=False))
+
+    torch.set_num_threads(1)
+    from coordinator.messages import MessageAccount
+    from coordinator.trainer import Trainer, make_backend
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    backend = make_backend(cfg, address=address)
+    try:
+        trainer = Trainer(cfg, backend, MessageAccount(run_id=rd.path.name))
+        ck = rd.load_latest_checkpoint() if args.resume is not None else None
+        if ck is not None:
+            trainer.load_state_dict(ck)
+        start = trainer.iteration
+        print(f"bsemu train: {cfg.method_name} ({cfg.run.backend}) -> {rd.path}"
+              + (f" (resuming at iteration {start})" if ck is not None else ""), file=sys.stderr)
+        writer = rd.metrics()
+        bar = tqdm(range(start, cfg.run.iterations), initial=start, total=cfg.run.iterations,
+                   disable=args.no_progress, desc=cfg.method_name, unit="it")
+        for it in bar:
+            m = trainer.step()
+            writer.write(m)
+            bar.set_postfix(reward_mbps=f"{m['reward_mbps']:.1f}", kl=f"{m['kl']:.4f}", bt=m["backtracks"])
+            if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == cfg.run.iterations:
+                rd.save_checkpoint(trainer.state_dict(), it + 1)
+                trainer.log.write(rd.path / "messages.csv", append=True)
+        writer.close()
+        trainer.log.write(rd.path / "messages.csv", append=True)
+        _message_summary(rd)
+        if (rd.path / "metrics.csv").is_file():
+            plot_curves(rd.path / "metrics.csv", CURVE_KEYS, rd.path / "curves.png", w=0.96,
+                        title=f"{cfg.method_name}: raw and EWMA (w = 0.96)")
+        if cfg.run.eval_slots > 0:
+            summary = evaluate_run(cfg, trainer.theta, rd.path / "eval", n=cfg.run.eval_slots,
+                                   seed=cfg.run.seed + 1, methods=cfg.run.eval_methods)
+            tm = summary["methods"][cfg.method_name]
+            print(f"bsemu train: held-out {cfg.method_name}: {tm['mean_mbps']:.2f} Mbps; "
+                  + ", ".join(f"{k} {v['mean_mbps']:.2f}" for k, v in summary["methods"].items()
+                              if k != cfg.method_name), file=sys.stderr)
+        rd.update_meta(end_iteration=trainer.iteration)
+    finally:
+        backend.close()
+    print(rd.path)
+    return 0
+
+
+def _flatten(d: dict, prefix: str = "") -> list[str]:
+    """A config dict as dotted overrides (values as YAML flow)."""
+    import yaml
+
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
+    return out
+
+
+def _check_feasible(cfg: TrainConfig) -> None:
+    if "optimum" in cfg.run.eval_methods and cfg.scenario.kind != "3cell" and cfg.run.eval_slots > 0:
+        raise ConfigError("run.eval_methods: 'optimum' is certified for small networks only (3cell); "
+                          "remove it for 7cell")
+    if cfg.run.algo == "a2c" and cfg.run.scheme != "centralized":
+        raise ConfigError("run.algo: a2c is the centralized baseline; expected run.scheme=centralized")
+
+
+def _message_summary(rd: RunDir) -> None:
+    import csv
+    from collections import defaultdict
+
+    f = rd.path / "messages.csv"
+    if not f.is_file():
+        return
+    tot: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    with f.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            tot[row["kind"]][0] += 1
+            tot[row["kind"]][1] += int(row["bytes"])
+    summary = {k: {"messages": c, "bytes": b} for k, (c, b) in sorted(tot.items())}
+    rd.write_json("messages_summary.json", summary)
+    lines = ["| kind | messages | bytes | mean bytes |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['messages']} | {v['bytes']} | {v['bytes'] / max(v['messages'], 1):.0f} |"
+              for k, v in summary.items()]
+    (rd.path / "messages_summary.md").write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def evaluate_run(cfg: TrainConfig, theta, out: Path, n: int = 1000, seed: int = 1, methods=(),
+                 problem=None, p_max_dbm: float | None = None) -> dict:
+    """Held-out evaluation: the trained policy (deterministic) beside the classical baselines; writes
+    summary.json / summary.md / powers_*.npz (same shape as `bsemu baselines`) and bars.png."""
+    from coordinator.trainer import evaluate_policy, scenario_of
+    from radio.evaluation import MethodResult, classical_methods, run_methods, summarize, write_outputs
+    from radio.rates import link_rates
+
+    sc = scenario_of(cfg)
+    if p_max_dbm is not None:
+        sc = sc.with_(p_max_dbm=p_max_dbm)
+    if problem is None:
+        problem = sc.sample(n, np.random.default_rng(seed))
+    import time
+
+    t0 = time.perf_counter()
+    p = evaluate_policy(cfg, theta, problem, seed=seed)
+    dt = (time.perf_counter() - t0) / problem.n
+    results = {cfg.method_name: MethodResult(cfg.method_name, p, link_rates(problem.G, p, problem.noise_w), dt)}
+    names = [m for m in methods if not (m == "optimum" and problem.L > 8)]
+    results.update(run_methods(problem, classical_methods(np.random.default_rng(seed)), names))
+    summary = summarize(problem, results, context={"source": "bsemu evaluate", "seed": seed,
+                                                   "trained_method": cfg.method_name})
+    write_outputs(out, summary, results)
+    _bars(summary, out / "bars.png")
+    return summary
+
+
+def _bars(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["methods"])
+    vals = [summary["methods"][k]["mean_mbps"] for k in names]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(names, vals, color=["C3"] + ["C0"] * (len(names) - 1))
+    ax.set_ylabel(f"mean sum-rate (Mbps), {summary['n']} realizations")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    rd = RunDir.open(args.run_dir)
+    cfg = from_dict(TrainConfig, rd.config_dict())
+    ck = rd.load_latest_checkpoint()
+    if ck is None:
+        raise UsageError(f"{rd.path}: no checkpoint to evaluate")
+    problem = None
+    if args.gains is not None:
+        from radio.gainsfile import load_gains
+        from radio.problem import ProblemError
+
+        try:
+            problem = load_gains(args.gains)
+        except (ProblemError, OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"--gains {args.gains}: {exc}") from None
+        from coordinator.trainer import scenario_of
+
+        sc = scenario_of(cfg)
+        if problem.cells != sc.cells or problem.users_per_cell != sc.K:
+            raise UsageError(f"--gains {args.gains}: {problem.cells} cells x {problem.users_per_cell} users, "
+                             f"the policy was trained on {sc.cells} x {sc.K}")
+    methods = tuple(args.methods.split(",")) if args.methods else cfg.run.eval_methods
+    out = args.out or rd.path / "eval"
+    summary = evaluate_run(cfg, ck["theta"], out, n=args.slots or cfg.run.eval_slots or 1000,
+                           seed=cfg.run.seed + 1 if args.seed is None else args.seed, methods=methods,
+                           problem=problem, p_max_dbm=args.p_max_dbm)
+    print(json.dumps({k: round(v["mean_mbps"], 3) for k, v in summary["methods"].items()}))
+    print(out / "summary.json")
+    return 0
