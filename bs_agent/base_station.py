@@ -33,6 +33,11 @@ from bs_agent.trpo import (
 )
 
 
+def wire_round(x: np.ndarray) -> np.ndarray:
+    """Values as they arrive after a hop (floats travel as float32, DESIGN §5), back in float64."""
+    return np.asarray(x, dtype=np.float32).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """Static description shared by every BS of a run."""
@@ -89,6 +94,12 @@ class BaseStation:
     def set_value_params(self, phi: torch.Tensor) -> None:
         set_flat_params(self.value, torch.as_tensor(phi, dtype=self.dtype))
 
+    def get_rng_state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)
+
     # ---------------------------------------------------------------- acting
     def load_csi(self, csi: np.ndarray, stochastic: bool = True) -> None:
         """Start a batch: this BS's local CSI [M, csi_dim] (already relative and normalised), and the
@@ -134,7 +145,7 @@ class BaseStation:
         K, b = self.spec.K, self.bs_id
         extra = relative_powers(p_frac[rows], decided[rows], b, K)
         frac = self.act(rows, extra)
-        p_frac[rows, b * K:(b + 1) * K] = frac
+        p_frac[rows, b * K:(b + 1) * K] = wire_round(frac)
         decided[rows, b] = True
 
     def finish_acting(self) -> np.ndarray:
