@@ -25,9 +25,8 @@ import numpy as np
 
 from bs_agent.zo_agent import ZOHyper, ZOLinkAgent, utility
 from bs_agent.zo_math import Entry
-from bs_agent.zo_policy import MLPSpec
+from bs_agent.zo_policy import MLPSpec, local_states
 from coordinator import zo_config as zc
-from bs_agent.zo_policy import local_states
 from coordinator.zo_air import Air, batch_sum_rate_torch, eval_gains, max_power_sum_rate, rollout_sum_rate
 from coordinator.zo_config import ZOConfig
 from protocol.codec import frame_size

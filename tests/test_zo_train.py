@@ -1,0 +1,150 @@
+"""Drivers of paper 2: determinism, resume, message accounting, baselines, the CLI, and learning."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bs_agent.zo_math import messages_per_iteration
+from coordinator import zo_config as zc
+from coordinator.zo_config import ZOConfig, ZOConfigError
+from coordinator.zo_train import Evaluator, Exchange, make_trainer, train
+from protocol.log import MessageLog
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(**sections) -> ZOConfig:
+    base = ZOConfig().replace(algo={"b1": 10, "b2": 10}, run={"iterations": 6, "eval_every": 3,
+                                                               "eval_sequences": 4, "eval_slots": 10})
+    return base.replace(**sections) if sections else base
+
+
+def run_cfg(cfg: ZOConfig, iterations: int | None = None):
+    log, ex = MessageLog(None), Exchange()
+    tr = make_trainer(cfg, log, ex)
+    rows = []
+    train(cfg, tr, Evaluator(cfg), iterations or cfg.run.iterations, rows.append)
+    return tr, rows, log
+
+
+def test_same_seed_same_trajectory_different_seed_different():
+    a, _, _ = run_cfg(small())
+    b, _, _ = run_cfg(small())
+    c, _, _ = run_cfg(small(run={"seed": 1, "iterations": 6, "eval_every": 3, "eval_sequences": 4,
+                                 "eval_slots": 10}))
+    for x, y in zip(a.thetas(), b.thetas(), strict=True):
+        assert np.array_equal(x, y)
+    assert not np.allclose(a.thetas()[0], c.thetas()[0])
+
+
+@pytest.mark.parametrize("update,graph,asyn", [("sync", "full", 0.0), ("async", "full", 25.0),
+                                               ("graph", "random", 0.0), ("graph", "full", 10.0)])
+def test_message_counts_per_iteration_match_the_graph(update, graph, asyn):
+    cfg = small(algo={"b1": 10, "b2": 10, "update": update, "graph": graph, "asynchrony": asyn},
+                scenario={"n_links": 6})
+    tr, _, log = run_cfg(cfg)
+    per_it = messages_per_iteration(zc.neighbours(cfg))
+    assert tr.exchange.messages == per_it * cfg.run.iterations
+    sent = log.summary()["totals"]
+    assert sent["sent"]["count"] == per_it * cfg.run.iterations
+
+
+def test_eq8_with_zero_asynchrony_and_eq9_on_full_graph_reproduce_eq7_runs():
+    ref, _, _ = run_cfg(small())
+    for algo in ({"update": "async"}, {"update": "graph", "graph": "full"}):
+        other, _, _ = run_cfg(small(algo={"b1": 10, "b2": 10, **algo}))
+        for x, y in zip(ref.thetas(), other.thetas(), strict=True):
+            assert np.array_equal(x, y)
+
+
+def test_resume_from_checkpoint_state_continues_identically():
+    cfg = small(algo={"b1": 10, "b2": 10, "update": "async", "asynchrony": 30.0, "delay_kind": "uniform",
+                      "jitter": 3.0, "drop_prob": 0.1})
+    full, _, _ = run_cfg(cfg, 8)
+    part, _, _ = run_cfg(cfg, 4)
+    st = part.state()
+    import copy
+
+    resumed = make_trainer(cfg, MessageLog(None), Exchange())
+    resumed.load_state(copy.deepcopy(st))
+    train(cfg, resumed, Evaluator(cfg), 8)
+    for x, y in zip(full.thetas(), resumed.thetas(), strict=True):
+        assert np.array_equal(x, y)
+    assert full.exchange.dropped == resumed.exchange.dropped > 0
+
+
+@pytest.mark.parametrize("method", ["adam", "fl"])
+def test_first_order_baselines_run_and_log_their_traffic(method):
+    cfg = small(run={"method": method, "iterations": 4, "eval_every": 2, "eval_sequences": 4, "eval_slots": 10},
+                baseline={"fl_interval": 2})
+    tr, rows, log = run_cfg(cfg)
+    N, n = cfg.scenario.n_links, zc.specs(cfg)[0].n_params
+    kinds = log.summary()["per_kind"]
+    if method == "adam":
+        assert tr.exchange.scalars == 4 * N * (20 * N + n)
+        assert "CSI_UPLOAD" in kinds and "PARAMETERS" in kinds
+    else:
+        assert tr.exchange.scalars == 2 * 2 * N * n
+        th = tr.thetas()
+        assert all(np.array_equal(th[0], t) for t in th)       # consensus after an averaging round
+    assert np.isfinite(rows[-1]["sum_rate"])
+
+
+def test_bad_config_combinations_raise_typed_errors():
+    with pytest.raises(ZOConfigError, match="algo.asynchrony"):
+        zc.validate(small(algo={"update": "sync", "asynchrony": 10.0}))
+    with pytest.raises(ZOConfigError, match="per_link_hidden"):
+        zc.validate(small(policy={"per_link_hidden": "3;4"}))
+    with pytest.raises(ZOConfigError, match="fl"):
+        zc.validate(small(run={"method": "fl"}, policy={"per_link_hidden": "3;4;3;3;3"}))
+
+
+def test_per_link_architectures_train():
+    cfg = small(policy={"per_link_hidden": "4;6,3;4;2;5"})
+    tr, rows, _ = run_cfg(cfg)
+    assert [t.size for t in tr.thetas()] == [sp.n_params for sp in zc.specs(cfg)]
+    assert np.isfinite(rows[-1]["sum_rate"])
+
+
+def _bsemu(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_zo_run_folder_and_resume(tmp_path):
+    rd = tmp_path / "run"
+    common = ["--config", "deploy/configs/zo_demo.yaml", "--quiet", "--set", "algo.b1=10", "--set", "algo.b2=10",
+              "--set", "run.eval_every=10", "--set", "run.checkpoint_every=10", "--set", "run.eval_sequences=4"]
+    r = _bsemu("zo", *common, "--set", "run.iterations=20", "--run-dir", str(rd))
+    assert r.returncode == 0, r.stderr
+    for f in ("config.yaml", "meta.json", "metrics.csv", "messages.csv", "messages_summary.json", "curves.png",
+              "summary.md", "summary.json"):
+        assert (rd / f).is_file(), f
+    r = _bsemu("zo", "--resume", str(rd), "--quiet", "--set", "run.iterations=30")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((rd / "metrics.csv").open()))
+    assert [int(x["iteration"]) for x in rows] == [10, 20, 30]
+    # the resumed run equals an uninterrupted one
+    ref = tmp_path / "ref"
+    r = _bsemu("zo", *common, "--set", "run.iterations=30", "--run-dir", str(ref))
+    assert r.returncode == 0, r.stderr
+    rows_ref = list(csv.DictReader((ref / "metrics.csv").open()))
+    assert rows_ref[-1]["sum_rate"] == rows[-1]["sum_rate"]
+    assert rows_ref[-1]["bytes"] == rows[-1]["bytes"]
+    # bad input: one line, exit 2
+    r = _bsemu("zo", "--config", "deploy/configs/zo_demo.yaml", "--set", "algo.mu=-1", "--run-dir",
+               str(tmp_path / "bad"))
+    assert r.returncode == 2 and "algo.mu" in r.stderr
+
+
+@pytest.mark.slow
+def test_learning_n5_sync_beats_max_power_clearly():
+    cfg = ZOConfig().replace(run={"iterations": 1500, "eval_every": 500})
+    tr, rows, _ = run_cfg(cfg)
+    assert rows[-1]["sum_rate"] > 1.6 * rows[-1]["max_power"]
