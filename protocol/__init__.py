@@ -1,0 +1,96 @@
+"""What travels between base stations: envelopes, codec, transports, link emulation, message log.
+
+``protocol`` knows nothing of torch or Ray (numpy, pyzmq and msgpack only).
+
+Messages
+    ``Envelope(kind, sender, receiver, iteration, seq, payload, run_id="", t_send_ns=0, version=1)``
+    is an immutable named tuple; ``payload`` maps str → numpy array | int | float | str | bytes |
+    bool | flat list of scalars. ``Kind`` is the fixed enumeration of message kinds; ``BROADCAST``
+    (−1) and ``COORDINATOR`` (−2) are reserved node ids. ``now_ns()`` is the clock of every
+    timestamp (``time.monotonic_ns``).
+
+Codec
+    ``encode(env) -> bytes`` / ``decode(frame, known_senders=None, limits=DEFAULT_LIMITS) -> Envelope``
+    (msgpack; float arrays as float32 bytes + shape). ``decode`` raises only the ``ProtocolError``
+    family: ``MalformedMessage``, ``UnsupportedVersion``, ``UnknownKind``, ``UnknownSender``,
+    ``MessageTooLarge`` (plus ``ConfigError``, ``TransportError``, ``BarrierTimeout`` elsewhere).
+    ``frame_size(env)`` = ``len(encode(env))``.
+
+Transports (pyzmq; build them inside the process — the Ray actor — that uses them)
+    ``RingNode(node_id, bind_host="127.0.0.1", *, log=None, emulator=None, curve=None, ...)``:
+    ``.endpoint``, ``.connect(peers: dict[int, str])``, ``.send(to, env) -> nbytes``,
+    ``.recv(timeout_ms=None) -> Envelope | None``, ``.stats``, ``.close()``.
+    ``BroadcastNode(node_id, neighbours=None, bind_host="127.0.0.1", ...)``: same, with
+    ``.publish(env) -> nbytes`` instead of ``send``. Barriers: ``broadcast_barrier(node)``
+    (hello → ready → start; required before publishing), ``ring_barrier(node)``.
+
+Delay and loss
+    ``LinkModel(kind="fixed"|"uniform"|"exponential", delay=0, jitter=0, drop_prob=0, reorder=False)``;
+    ``LinkEmulator(models, root_seed, clock="logical"|"real")`` with ``.decide(sender, receiver,
+    now) -> LinkDecision(delay, dropped, due)``, ``.submit(item, sender, receiver, now)``,
+    ``.pop_due(now)``; ``link_rng(root_seed, sender, receiver, purpose)``. Pass an emulator to a
+    node to apply it to what the node receives.
+
+Message log
+    ``MessageLog(path=None, run_id="", node=None)``: ``.record_sent(env, nbytes, receiver=None)``,
+    ``.record_received(env, nbytes, ...)``, ``.record_dropped(env, nbytes, ...)``, ``.summary()``,
+    ``.close()`` (writes ``<stem>_summary.json`` and ``.md``). ``merge_summaries(list)`` adds up
+    per-node summaries; ``summarize_csv(path)`` rebuilds one from a CSV. In-process and Ray-carried
+    messages are logged with ``log.record_sent(env, frame_size(env))`` exactly as sockets log them.
+
+CURVE
+    ``generate_run_keys(node_ids) -> dict[int, NodeKeys]`` (once per run, by the coordinator);
+    give node i ``curve=keys[i]``; ``save_public_keys(keys, dir)`` for the run folder.
+"""
+
+from .barrier import broadcast_barrier, ring_barrier
+from .codec import DEFAULT_LIMITS, Limits, decode, encode, encode_fields, frame_size
+from .envelope import (
+    BROADCAST,
+    CONTROL_KINDS,
+    COORDINATOR,
+    SCHEMA_VERSION,
+    Envelope,
+    Kind,
+    Payload,
+    PayloadValue,
+    now_ns,
+)
+from .errors import (
+    BarrierTimeout,
+    ConfigError,
+    MalformedMessage,
+    MessageTooLarge,
+    ProtocolError,
+    TransportError,
+    UnknownKind,
+    UnknownSender,
+    UnsupportedVersion,
+)
+from .links import NO_DELAY, Clock, LinkDecision, LinkEmulator, LinkModel, link_rng
+from .log import (
+    DROPPED,
+    RECEIVED,
+    SENT,
+    MessageLog,
+    merge_summaries,
+    summarize_csv,
+    summary_markdown,
+    write_summary_files,
+)
+from .security import NodeKeys, generate_run_keys, save_public_keys
+from .transport import DEFAULT_HWM, BroadcastNode, NodeStats, RingNode
+
+__all__ = [
+    "BROADCAST", "COORDINATOR", "CONTROL_KINDS", "SCHEMA_VERSION", "Envelope", "Kind", "Payload",
+    "PayloadValue", "now_ns",
+    "encode", "decode", "encode_fields", "frame_size", "Limits", "DEFAULT_LIMITS",
+    "ProtocolError", "MalformedMessage", "UnsupportedVersion", "UnknownKind", "UnknownSender",
+    "MessageTooLarge", "ConfigError", "TransportError", "BarrierTimeout",
+    "LinkModel", "LinkDecision", "LinkEmulator", "link_rng", "Clock", "NO_DELAY",
+    "MessageLog", "merge_summaries", "summarize_csv", "summary_markdown", "write_summary_files",
+    "SENT", "RECEIVED", "DROPPED",
+    "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM",
+    "broadcast_barrier", "ring_barrier",
+    "NodeKeys", "generate_run_keys", "save_public_keys",
+]  # fmt: skip

@@ -1,0 +1,386 @@
+"""The message log: one CSV row per message sent, received or dropped, plus running aggregates.
+
+Rows stream to a CSV file through a bounded buffer (``buffer_rows`` rows, then one
+``csv.writer.writerows`` call), so a run with 10⁶ messages never holds them in memory; only the
+aggregates (per kind, per link, per iteration) stay in memory.
+
+CSV columns (times are ``time.monotonic_ns()`` of the node that wrote the row)::
+
+    event      sent | received | dropped
+    kind       Kind name
+    sender     node id
+    receiver   node id of the link's far end (a broadcast is logged as one row per receiving link)
+    iteration  envelope iteration
+    seq        envelope sequence number
+    nbytes     bytes on the wire (len of the encoded frame)
+    t_send_ns  sender's send timestamp (from the envelope)
+    t_recv_ns  receive/release time at the receiver (0 on sent rows)
+    delay_ns   delay injected by the emulator, real clock (ns)
+    delay_slots delay injected by the emulator, logical clock (slots)
+    dropped    1 if dropped by the emulator, else 0
+
+A message carried by a Ray call, or emulated in-process, is logged exactly like one that went
+through a socket: ``log.record_sent(env, len(encode(env)))`` (see :func:`protocol.frame_size`).
+
+The summary (``summary()``, written by ``close()`` next to the CSV as ``<stem>_summary.json`` and
+``<stem>_summary.md``) has counts and bytes per kind, per sender, per receiver, per link and per
+iteration; :func:`merge_summaries` adds up the summaries of several nodes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from .envelope import KIND_NAMES, Envelope, Kind, now_ns
+
+SENT, RECEIVED, DROPPED = 0, 1, 2
+EVENTS: tuple[str, ...] = ("sent", "received", "dropped")
+COLUMNS: tuple[str, ...] = (
+    "event", "kind", "sender", "receiver", "iteration", "seq", "nbytes",
+    "t_send_ns", "t_recv_ns", "delay_ns", "delay_slots", "dropped",
+)  # fmt: skip
+_EVENT_INDEX = {name: i for i, name in enumerate(EVENTS)}
+_KIND_INDEX = {k.name: int(k) for k in Kind}
+# CSV text of (event, kind) and the format of the rest of a row: names hold no comma or quote
+_PREFIX = tuple(tuple(f"{ev},{name}," for name in KIND_NAMES) for ev in EVENTS)
+_ROW_FORMAT = "%s%d,%d,%d,%d,%d,%d,%d,%d,%d,%d\n"
+
+
+def _bump(table: dict[Any, list[int]], key: Any, nbytes: int) -> None:
+    acc = table.get(key)
+    if acc is None:
+        table[key] = [1, nbytes]
+    else:
+        acc[0] += 1
+        acc[1] += nbytes
+
+
+class MessageLog:
+    """Records every message of one node (or one in-process backend).
+
+    Args:
+        path: CSV file to stream rows to; ``None`` keeps only the aggregates (no file).
+        run_id: written into the summary.
+        node: id of the node that owns this log (written into the summary), or ``None``.
+        buffer_rows: rows buffered before one write (bounds memory; ≥ 1).
+
+    Not thread-safe: one log per node, used by the thread that owns the node's sockets.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        run_id: str = "",
+        node: int | None = None,
+        buffer_rows: int = 4096,
+    ) -> None:
+        self.path = Path(path) if path is not None else None
+        self.run_id = run_id
+        self.node = node
+        self._buffer_rows = max(1, int(buffer_rows))
+        self._rows: list[tuple[Any, ...]] = []
+        self._file: TextIO | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", newline="", buffering=1 << 20)  # noqa: SIM115
+            self._file.write(",".join(COLUMNS) + "\n")
+        # running aggregates: [count, bytes]
+        self._by_kind: dict[tuple[int, int], list[int]] = {}  # (event, kind)
+        self._by_link: dict[tuple[int, int, int, int], list[int]] = {}  # (event, kind, sender, receiver)
+        self._by_iter: dict[tuple[int, int, int], list[int]] = {}  # (event, kind, iteration)
+        self._latency: dict[int, list[int]] = {}  # kind → [count, sum_ns, max_ns] of t_recv − t_send
+        self.rows_written = 0
+        self.closed = False
+
+    # -- recording (hot path) -------------------------------------------------------------------
+    def record(
+        self,
+        event: int,
+        kind: int,
+        sender: int,
+        receiver: int,
+        iteration: int,
+        seq: int,
+        nbytes: int,
+        t_send_ns: int = 0,
+        t_recv_ns: int = 0,
+        delay_ns: int = 0,
+        delay_slots: int = 0,
+    ) -> None:
+        """Record one row (``event`` is :data:`SENT`, :data:`RECEIVED` or :data:`DROPPED`)."""
+        kind = int(kind)
+        if self._file is not None:
+            rows = self._rows
+            rows.append(
+                (_PREFIX[event][kind], sender, receiver, iteration, seq, nbytes,
+                 t_send_ns, t_recv_ns, delay_ns, delay_slots, event == DROPPED)
+            )  # fmt: skip
+            if len(rows) >= self._buffer_rows:
+                self._flush_rows()
+        key = (event, kind)
+        acc = self._by_kind.get(key)
+        if acc is None:
+            self._by_kind[key] = [1, nbytes]
+        else:
+            acc[0] += 1
+            acc[1] += nbytes
+        key = (event, kind, sender, receiver)
+        acc = self._by_link.get(key)
+        if acc is None:
+            self._by_link[key] = [1, nbytes]
+        else:
+            acc[0] += 1
+            acc[1] += nbytes
+        key = (event, kind, iteration)
+        acc = self._by_iter.get(key)
+        if acc is None:
+            self._by_iter[key] = [1, nbytes]
+        else:
+            acc[0] += 1
+            acc[1] += nbytes
+        if event == RECEIVED and t_send_ns and t_recv_ns:
+            lat = t_recv_ns - t_send_ns
+            acc = self._latency.get(kind)
+            if acc is None:
+                self._latency[kind] = [1, lat, lat]
+            else:
+                acc[0] += 1
+                acc[1] += lat
+                if lat > acc[2]:
+                    acc[2] = lat
+
+    def record_sent(self, env: Envelope, nbytes: int, receiver: int | None = None) -> None:
+        """Record a message put on the wire (or handed to Ray): ``nbytes = len(encode(env))``.
+
+        ``receiver`` overrides ``env.receiver`` (one row per link for a broadcast)."""
+        self.record(
+            SENT, env.kind, env.sender, env.receiver if receiver is None else receiver,
+            env.iteration, env.seq, nbytes, env.t_send_ns,
+        )  # fmt: skip
+
+    def record_received(
+        self,
+        env: Envelope,
+        nbytes: int,
+        receiver: int | None = None,
+        t_recv_ns: int | None = None,
+        delay_ns: int = 0,
+        delay_slots: int = 0,
+    ) -> None:
+        """Record a message handed to the application at ``t_recv_ns`` (default: now)."""
+        self.record(
+            RECEIVED, env.kind, env.sender, env.receiver if receiver is None else receiver,
+            env.iteration, env.seq, nbytes, env.t_send_ns,
+            now_ns() if t_recv_ns is None else t_recv_ns, delay_ns, delay_slots,
+        )  # fmt: skip
+
+    def record_dropped(
+        self,
+        env: Envelope,
+        nbytes: int,
+        receiver: int | None = None,
+        t_ns: int | None = None,
+        delay_ns: int = 0,
+        delay_slots: int = 0,
+    ) -> None:
+        """Record a message dropped by the link emulator (``t_ns``: when, default now)."""
+        self.record(
+            DROPPED, env.kind, env.sender, env.receiver if receiver is None else receiver,
+            env.iteration, env.seq, nbytes, env.t_send_ns,
+            now_ns() if t_ns is None else t_ns, delay_ns, delay_slots,
+        )  # fmt: skip
+
+    # -- files ----------------------------------------------------------------------------------
+    def _flush_rows(self) -> None:
+        if self._rows and self._file is not None:
+            self._file.write("".join([_ROW_FORMAT % r for r in self._rows]))
+            self.rows_written += len(self._rows)
+            self._rows.clear()
+
+    def flush(self) -> None:
+        """Write buffered rows and flush the file."""
+        if self._file is not None and not self._file.closed:
+            self._flush_rows()
+            self._file.flush()
+
+    def close(self, write_summary: bool = True) -> dict[str, Any]:
+        """Flush and close the CSV; write ``<stem>_summary.json`` / ``.md`` beside it.
+
+        Returns the summary. Idempotent."""
+        summary = self.summary()
+        if self.closed:
+            return summary
+        self.closed = True
+        if self._file is not None:
+            self._flush_rows()
+            self._file.close()
+            if write_summary and self.path is not None:
+                write_summary_files(summary, self.path.with_name(self.path.stem + "_summary"))
+        return summary
+
+    def __enter__(self) -> MessageLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- summary --------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Aggregates as a JSON-ready dict (see the module docstring)."""
+        return _build_summary(self._by_kind, self._by_link, self._by_iter, self._latency, self.run_id, self.node)
+
+
+def _cb(acc: list[int]) -> dict[str, int]:
+    return {"count": acc[0], "bytes": acc[1]}
+
+
+def _add_cb(node: dict[str, Any], event: str, acc: list[int]) -> None:
+    cur = node.setdefault(event, {"count": 0, "bytes": 0})
+    cur["count"] += acc[0]
+    cur["bytes"] += acc[1]
+
+
+def _build_summary(
+    by_kind: dict[tuple[int, int], list[int]],
+    by_link: dict[tuple[int, int, int, int], list[int]],
+    by_iter: dict[tuple[int, int, int], list[int]],
+    latency: dict[int, list[int]],
+    run_id: str,
+    node: int | None,
+) -> dict[str, Any]:
+    totals: dict[str, Any] = {}
+    per_kind: dict[str, Any] = {}
+    for (ev, kind), acc in sorted(by_kind.items()):
+        _add_cb(totals, EVENTS[ev], acc)
+        _add_cb(per_kind.setdefault(KIND_NAMES[kind], {}), EVENTS[ev], acc)
+    for kind, (n, s, mx) in latency.items():
+        per_kind[KIND_NAMES[kind]]["latency_ns"] = {"count": n, "sum": s, "max": mx}
+    per_sender: dict[str, Any] = {}
+    per_receiver: dict[str, Any] = {}
+    per_link: dict[str, Any] = {}
+    for (ev, kind, snd, rcv), acc in sorted(by_link.items()):
+        _add_cb(per_sender.setdefault(str(snd), {}), EVENTS[ev], acc)
+        _add_cb(per_receiver.setdefault(str(rcv), {}), EVENTS[ev], acc)
+        _add_cb(per_link.setdefault(f"{snd}->{rcv}", {}).setdefault(KIND_NAMES[kind], {}), EVENTS[ev], acc)
+    per_iteration: dict[str, Any] = {}
+    for (ev, kind, it), acc in sorted(by_iter.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        _add_cb(per_iteration.setdefault(str(it), {}).setdefault(KIND_NAMES[kind], {}), EVENTS[ev], acc)
+    return {
+        "run_id": run_id,
+        "nodes": [] if node is None else [node],
+        "totals": totals,
+        "per_kind": per_kind,
+        "per_sender": per_sender,
+        "per_receiver": per_receiver,
+        "per_link": per_link,
+        "per_iteration": per_iteration,
+    }
+
+
+def _merge_into(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict):
+            _merge_into(dst.setdefault(key, {}), value)
+        elif key == "max":
+            dst[key] = max(dst.get(key, value), value)
+        elif isinstance(value, (int, float)):
+            dst[key] = dst.get(key, 0) + value
+
+
+def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Add up the summaries of several logs (e.g. one per BS) into one summary of the run."""
+    out: dict[str, Any] = {"run_id": "", "nodes": []}
+    for s in summaries:
+        out["run_id"] = out["run_id"] or s.get("run_id", "")
+        out["nodes"] = sorted(set(out["nodes"]) | set(s.get("nodes", [])))
+        _merge_into(out, {k: v for k, v in s.items() if isinstance(v, dict)})
+    for key in ("totals", "per_kind", "per_sender", "per_receiver", "per_link", "per_iteration"):
+        out.setdefault(key, {})
+    return out
+
+
+def summarize_csv(path: str | Path, run_id: str = "", node: int | None = None) -> dict[str, Any]:
+    """Rebuild a summary from a log's CSV file (offline analysis; checks of the streamed rows)."""
+    by_kind: dict[tuple[int, int], list[int]] = {}
+    by_link: dict[tuple[int, int, int, int], list[int]] = {}
+    by_iter: dict[tuple[int, int, int], list[int]] = {}
+    latency: dict[int, list[int]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            ev, kind, nb = _EVENT_INDEX[row["event"]], _KIND_INDEX[row["kind"]], int(row["nbytes"])
+            _bump(by_kind, (ev, kind), nb)
+            _bump(by_link, (ev, kind, int(row["sender"]), int(row["receiver"])), nb)
+            _bump(by_iter, (ev, kind, int(row["iteration"])), nb)
+            ts, tr = int(row["t_send_ns"]), int(row["t_recv_ns"])
+            if ev == RECEIVED and ts and tr:
+                acc = latency.setdefault(kind, [0, 0, tr - ts])
+                acc[0] += 1
+                acc[1] += tr - ts
+                acc[2] = max(acc[2], tr - ts)
+    return _build_summary(by_kind, by_link, by_iter, latency, run_id, node)
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A small Markdown report: one table per kind and one per link (Table III material)."""
+
+    def cb(node: dict[str, Any], ev: str) -> tuple[int, int]:
+        x = node.get(ev, {})
+        return x.get("count", 0), x.get("bytes", 0)
+
+    lines = [f"# Message log summary (run `{summary.get('run_id', '')}`)", ""]
+    lines += [
+        "| kind | sent | sent bytes | bytes/msg | received | received bytes | dropped | mean latency µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, node in summary.get("per_kind", {}).items():
+        (sc, sb), (rc, rb), (dc, _) = cb(node, "sent"), cb(node, "received"), cb(node, "dropped")
+        lat = node.get("latency_ns")
+        lat_s = f"{lat['sum'] / lat['count'] / 1e3:.1f}" if lat and lat["count"] else ""
+        bpm = f"{sb / sc:.1f}" if sc else ""
+        lines.append(f"| {name} | {sc} | {sb} | {bpm} | {rc} | {rb} | {dc} | {lat_s} |")
+    (sc, sb), (rc, rb), (dc, _) = (cb(summary.get("totals", {}), e) for e in EVENTS)
+    lines.append(f"| **total** | {sc} | {sb} | {sb / sc if sc else 0:.1f} | {rc} | {rb} | {dc} | |")
+    lines += [
+        "",
+        "| link | sent | sent bytes | received | received bytes | dropped |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for link, kinds in summary.get("per_link", {}).items():
+        tot = {e: [0, 0] for e in EVENTS}
+        for node in kinds.values():
+            for e in EVENTS:
+                c, b = cb(node, e)
+                tot[e][0] += c
+                tot[e][1] += b
+        s, r, d = tot["sent"], tot["received"], tot["dropped"]
+        lines.append(f"| {link} | {s[0]} | {s[1]} | {r[0]} | {r[1]} | {d[0]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary_files(summary: dict[str, Any], stem: str | Path) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md``; return both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
+    json_path.write_text(json.dumps(summary, indent=1, sort_keys=False))
+    md_path.write_text(summary_markdown(summary))
+    return json_path, md_path
+
+
+__all__ = [
+    "MessageLog",
+    "merge_summaries",
+    "summarize_csv",
+    "summary_markdown",
+    "write_summary_files",
+    "COLUMNS",
+    "EVENTS",
+    "SENT",
+    "RECEIVED",
+    "DROPPED",
+]

@@ -1,0 +1,503 @@
+"""ZeroMQ transports: point-to-point (ring) and broadcast (PUB/SUB), with logging and emulation.
+
+Both node types follow the same life cycle, inside the process that uses them (sockets are
+neither thread-safe nor picklable: build the node inside the Ray actor)::
+
+    node = RingNode(i)                      # binds 127.0.0.1:<random port>
+    endpoints[i] = node.endpoint            # report "tcp://host:port" to the coordinator
+    node.connect(endpoints)                 # learn every peer's endpoint from the coordinator
+    ring_barrier(node)                      # optional for the ring; required for broadcast
+    node.send(j, Envelope(Kind.POWER_VECTOR, i, j, it, 0, {"p": p}))
+    env = node.recv(timeout_ms=1000)        # Envelope, or None on timeout
+    node.close()
+
+* :class:`RingNode`: one inbound PULL socket (bound), one PUSH socket per peer (connected), so any
+  BS can send to any other (the round-robin order may change every batch). PUSH blocks, never
+  drops, at the high-water mark; a send blocked for ``send_timeout_ms`` raises
+  :class:`TransportError`. Sequence numbers are per link (sender → receiver).
+* :class:`BroadcastNode`: one XPUB socket (bound) with ``XPUB_NODROP`` (a full subscriber queue
+  blocks the publisher instead of dropping silently) and one SUB socket connected to the
+  publishers of its graph neighbours (all peers if ``neighbours`` is ``None``; the graph is
+  undirected). Sequence numbers are per publisher. A subscriber misses what was published
+  before its connection completed: run :func:`protocol.broadcast_barrier` first.
+
+The transport stamps ``sender``, ``receiver``, ``seq``, ``t_send_ns`` (and ``run_id`` if the node
+has one) on every envelope it sends. Every frame received is decoded and validated; a bad frame is
+counted in ``stats.rejected`` (by error class) and skipped — the receiving loop never crashes.
+Gaps and inversions of sequence numbers are counted in ``stats.gaps`` / ``stats.reordered``.
+
+With a :class:`~protocol.links.LinkEmulator`, received messages are held per link and released
+when due: on the real clock by a deadline heap (release granularity ~1 ms, zmq's poll resolution),
+on the logical clock when ``set_tick(t)`` has reached their due slot (a message is stamped at the
+sender's ``iteration``). Every message sent, received or dropped goes to the node's
+:class:`~protocol.log.MessageLog`, with the injected delay.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from .codec import DEFAULT_LIMITS, Limits, decode, encode_fields
+from .envelope import BROADCAST, CONTROL_KINDS, Envelope, Kind, now_ns
+from .errors import ConfigError, ProtocolError, TransportError
+from .links import LinkEmulator
+from .log import DROPPED, RECEIVED, SENT, MessageLog
+from .security import CurveServer, NodeKeys, make_client
+
+DEFAULT_HWM: int = 100_000
+"""Default send/receive high-water mark, messages per socket pipe."""
+
+
+@dataclass
+class NodeStats:
+    """Counters of one node.
+
+    Attributes:
+        sent: frames sent (a broadcast counts once).
+        received: messages handed to the application.
+        rejected: frames refused by the decoder, by error class name.
+        gaps: messages missing according to sequence numbers (transport loss).
+        reordered: messages that arrived with a sequence number lower than expected.
+        dropped_injected: messages dropped by the link emulator.
+        control: barrier messages (hello/ready/start) consumed.
+    """
+
+    sent: int = 0
+    received: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    gaps: int = 0
+    reordered: int = 0
+    dropped_injected: int = 0
+    control: int = 0
+
+
+def _max_msg_size(limits: Limits) -> int:
+    cap = 2 * limits.max_message_bytes
+    return cap if cap < 2**62 else -1
+
+
+class _Node:
+    """Receive machinery shared by :class:`RingNode` and :class:`BroadcastNode`."""
+
+    _in: zmq.Socket
+
+    def __init__(
+        self,
+        node_id: int,
+        bind_host: str,
+        advertise_host: str | None,
+        run_id: str,
+        log: MessageLog | None,
+        emulator: LinkEmulator | None,
+        curve: NodeKeys | None,
+        limits: Limits,
+        hwm: int,
+        send_timeout_ms: int,
+        extra_senders: Iterable[int],
+    ) -> None:
+        if not isinstance(node_id, int) or node_id < 0:
+            raise ConfigError(f"node id {node_id!r} must be an int ≥ 0")
+        if curve is not None and curve.node_id != node_id:
+            raise ConfigError(f"CURVE keys of node {curve.node_id} given to node {node_id}")
+        self.node_id = node_id
+        self.run_id = run_id
+        self.log = log
+        self.stats = NodeStats()
+        self.last_error: ProtocolError | None = None
+        self._emu = emulator
+        self._real = emulator is not None and emulator.clock == "real"
+        self._tick = 0
+        self._limits = limits
+        self._hwm = hwm
+        self._send_timeout_ms = send_timeout_ms
+        self._keys = curve
+        self._extra = frozenset(extra_senders)
+        self._known: frozenset[int] = self._extra | {node_id}
+        self._expect: dict[int, int] = {}
+        self._pending: deque[Envelope] = deque()
+        self._rcvtimeo = -2
+        self._barrier_heard: set[int] | None = None  # set during a barrier
+        self._barrier_ready: set[int] = set()
+        self._pid = os.getpid()
+        self._closed = False
+        self._ctx = zmq.Context()
+        self._sockets: list[zmq.Socket] = []
+        self._curve_server = CurveServer(self._ctx, curve) if curve is not None else None
+        self._bind_host = bind_host
+        self._advertise_host = advertise_host or bind_host
+        self.endpoint = ""
+
+    # -- sockets --------------------------------------------------------------------------------
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self._hwm)
+        sock.setsockopt(zmq.RCVHWM, self._hwm)
+        sock.setsockopt(zmq.SNDTIMEO, self._send_timeout_ms)
+        self._sockets.append(sock)
+        return sock
+
+    def _bind(self, sock: zmq.Socket) -> str:
+        if self._curve_server is not None:
+            self._curve_server.make_server(sock)
+        try:
+            port = sock.bind_to_random_port(f"tcp://{self._bind_host}")
+        except zmq.ZMQError as exc:
+            raise TransportError(f"cannot bind on {self._bind_host}: {exc}") from exc
+        return f"tcp://{self._advertise_host}:{port}"
+
+    def _connect(self, sock: zmq.Socket, peer: int, endpoint: str) -> None:
+        if self._keys is not None:
+            make_client(sock, self._keys, peer)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise TransportError(f"cannot connect to peer {peer} at {endpoint!r}: {exc}") from exc
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise TransportError("node is closed")
+        if os.getpid() != self._pid:
+            raise TransportError("a node must be used in the process that created it")
+
+    @property
+    def auth_refused(self) -> int:
+        """CURVE handshakes refused by this node (client key not in the run)."""
+        return self._curve_server.refused if self._curve_server is not None else 0
+
+    @property
+    def known_senders(self) -> frozenset[int]:
+        """Sender ids accepted by the decoder (peers, self, ``extra_senders``)."""
+        return self._known
+
+    def set_tick(self, tick: int) -> None:
+        """Logical clock: release held messages whose due slot is ≤ ``tick``."""
+        self._tick = tick
+
+    # -- receiving ------------------------------------------------------------------------------
+    def _recv_frame(self, wait_ms: int) -> bytes | None:
+        """One frame, waiting at most ``wait_ms`` (−1: forever); None on timeout."""
+        sock = self._in
+        try:
+            return sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            if wait_ms == 0:
+                return None
+        if wait_ms != self._rcvtimeo:
+            sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+            self._rcvtimeo = wait_ms
+        try:
+            return sock.recv()
+        except zmq.Again:
+            return None
+
+    def _accept(self, frame: bytes, t_arr: int) -> Envelope | None:
+        """Decode, validate, account for and route one frame; return it if it is for the app now."""
+        try:
+            env = decode(frame, self._known, self._limits)
+        except ProtocolError as exc:
+            self.stats.rejected[type(exc).__name__] += 1
+            self.last_error = exc
+            return None
+        sender, seq = env.sender, env.seq
+        exp = self._expect.get(sender)
+        if exp is None or seq == exp:
+            self._expect[sender] = seq + 1
+        elif seq > exp:
+            self.stats.gaps += seq - exp
+            self._expect[sender] = seq + 1
+        else:
+            self.stats.reordered += 1
+        log = self.log
+        if env.kind in CONTROL_KINDS or self._barrier_heard is not None:
+            if self._on_barrier_message(env, len(frame), t_arr):
+                return None
+        emu = self._emu
+        if emu is None:
+            if log is not None:
+                log.record(RECEIVED, env.kind, sender, self.node_id, env.iteration, seq, len(frame),
+                           env.t_send_ns, t_arr)  # fmt: skip
+            self.stats.received += 1
+            return env
+        dec = emu.submit((env, len(frame)), sender, self.node_id, t_arr if self._real else env.iteration)
+        if dec.dropped:
+            self.stats.dropped_injected += 1
+            if log is not None:
+                dns, dsl = (dec.delay, 0) if self._real else (0, dec.delay)
+                log.record(DROPPED, env.kind, sender, self.node_id, env.iteration, seq, len(frame),
+                           env.t_send_ns, t_arr, dns, dsl)  # fmt: skip
+        return None
+
+    def _on_barrier_message(self, env: Envelope, nbytes: int, t_arr: int) -> bool:
+        """Track barrier progress; True if the message was a control message (consumed)."""
+        heard = self._barrier_heard
+        if heard is not None:
+            heard.add(env.sender)
+            if env.kind != Kind.HELLO:  # READY, START or an application message
+                self._barrier_ready.add(env.sender)
+        if env.kind not in CONTROL_KINDS:
+            return False
+        self.stats.control += 1
+        if self.log is not None:
+            self.log.record(RECEIVED, env.kind, env.sender, self.node_id, env.iteration, env.seq, nbytes,
+                            env.t_send_ns, t_arr)  # fmt: skip
+        return True
+
+    def _release(self) -> Envelope | None:
+        emu = self._emu
+        assert emu is not None
+        now = now_ns() if self._real else self._tick
+        got = emu.pop_one(now)
+        if got is None:
+            return None
+        (env, nbytes), dec = got
+        if self.log is not None:
+            dns, dsl = (dec.delay, 0) if self._real else (0, dec.delay)
+            self.log.record(RECEIVED, env.kind, env.sender, self.node_id, env.iteration, env.seq, nbytes,
+                            env.t_send_ns, now_ns(), dns, dsl)  # fmt: skip
+        self.stats.received += 1
+        return env
+
+    def recv(self, timeout_ms: int | None = None) -> Envelope | None:
+        """Next message for the application, or ``None`` after ``timeout_ms`` (None: wait forever).
+
+        Never raises on a bad frame (it is counted in ``stats.rejected`` and skipped)."""
+        if self._pending:
+            return self._pending.popleft()
+        emu = self._emu
+        deadline = -1 if timeout_ms is None else now_ns() + int(timeout_ms) * 1_000_000
+        while True:
+            if emu is not None and len(emu):
+                env = self._release()
+                if env is not None:
+                    return env
+            wait = -1 if deadline < 0 else max(0, -(-(deadline - now_ns()) // 1_000_000))
+            if self._real and emu is not None:
+                due = emu.next_due()
+                if due is not None:
+                    until_due = max(0, -(-(due - now_ns()) // 1_000_000))
+                    wait = until_due if wait < 0 else min(wait, until_due)
+            frame = self._recv_frame(wait)
+            if frame is not None:
+                env = self._accept(frame, now_ns())
+                if env is not None:
+                    return env
+            elif deadline >= 0 and now_ns() >= deadline:
+                return self._release() if emu is not None and len(emu) else None
+
+    def drain(self) -> int:
+        """Accept every frame already waiting, without blocking (logical clock: call before
+        ``set_tick`` so that everything sent for this tick is held). Returns frames read."""
+        n = 0
+        while True:
+            frame = self._recv_frame(0)
+            if frame is None:
+                return n
+            n += 1
+            env = self._accept(frame, now_ns())
+            if env is not None:
+                self._pending.append(env)
+
+    def _pump(self, wait_ms: int) -> None:
+        """Barrier helper: accept one frame if any arrives within ``wait_ms``."""
+        frame = self._recv_frame(wait_ms)
+        if frame is not None:
+            env = self._accept(frame, now_ns())
+            if env is not None:
+                self._pending.append(env)
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close every socket (linger 0), stop the CURVE authenticator, terminate the context."""
+        if self._closed:
+            return
+        self._closed = True
+        for sock in self._sockets:
+            sock.close(linger=0)
+        if self._curve_server is not None:
+            self._curve_server.stop()
+        self._ctx.term()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> Any:
+        raise TransportError("nodes own sockets and cannot be pickled; create them inside the actor")
+
+
+class RingNode(_Node):
+    """Point-to-point node: one inbound PULL socket, one PUSH socket per peer.
+
+    Args:
+        node_id: this BS's id (≥ 0).
+        bind_host: interface to bind (127.0.0.1 by default; the node's address in cluster mode).
+        advertise_host: host written into :attr:`endpoint` (default ``bind_host``; set it when
+            binding ``0.0.0.0``).
+        run_id: stamped on every envelope sent.
+        log: message log of this node (optional).
+        emulator: link emulator applied to received messages (optional).
+        curve: this node's CURVE keys (optional; then every peer must use CURVE).
+        limits: decoder size limits.
+        hwm: high-water mark, messages per pipe.
+        send_timeout_ms: a send blocked this long at the high-water mark raises TransportError.
+        extra_senders: sender ids accepted besides the peers (e.g. ``COORDINATOR``).
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        bind_host: str = "127.0.0.1",
+        *,
+        advertise_host: str | None = None,
+        run_id: str = "",
+        log: MessageLog | None = None,
+        emulator: LinkEmulator | None = None,
+        curve: NodeKeys | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        hwm: int = DEFAULT_HWM,
+        send_timeout_ms: int = 10_000,
+        extra_senders: Iterable[int] = (),
+    ) -> None:
+        super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
+                         send_timeout_ms, extra_senders)  # fmt: skip
+        try:
+            self._in = self._socket(zmq.PULL)
+            self._in.setsockopt(zmq.MAXMSGSIZE, _max_msg_size(limits))
+            self.endpoint = self._bind(self._in)
+        except BaseException:
+            self.close()
+            raise
+        self._out: dict[int, zmq.Socket] = {}
+        self._seq_out: dict[int, int] = {}
+
+    @property
+    def peers(self) -> frozenset[int]:
+        """Ids this node can send to."""
+        return frozenset(self._out)
+
+    def connect(self, peers: Mapping[int, str]) -> None:
+        """Connect a PUSH socket to every peer's endpoint (``{node_id: "tcp://host:port"}``;
+        this node's own entry is skipped). May be called again with new peers."""
+        self._check_usable()
+        for peer, endpoint in peers.items():
+            if peer == self.node_id or peer in self._out:
+                continue
+            sock = self._socket(zmq.PUSH)
+            self._connect(sock, peer, endpoint)
+            self._out[peer] = sock
+            self._seq_out[peer] = 0
+        self._known = self._known | frozenset(peers)
+
+    def send(self, to: int, env: Envelope) -> int:
+        """Send ``env`` to peer ``to`` (stamping sender, receiver, seq, t_send_ns); return the
+        bytes on the wire. Raises TransportError for an unknown peer or a send timeout."""
+        sock = self._out.get(to)
+        if sock is None:
+            raise TransportError(f"node {self.node_id} is not connected to peer {to}")
+        seq = self._seq_out[to]
+        t = now_ns()
+        run_id = self.run_id or env.run_id
+        frame = encode_fields(env.version, env.kind, run_id, self.node_id, to, env.iteration, seq, t,
+                              env.payload, self._limits)  # fmt: skip
+        try:
+            sock.send(frame)
+        except zmq.Again:
+            raise TransportError(f"send to {to} blocked {self._send_timeout_ms} ms at the HWM") from None
+        self._seq_out[to] = seq + 1
+        self.stats.sent += 1
+        if self.log is not None:
+            self.log.record(SENT, env.kind, self.node_id, to, env.iteration, seq, len(frame), t)
+        return len(frame)
+
+
+class BroadcastNode(_Node):
+    """Publish/subscribe node: an XPUB (no-drop) socket bound, a SUB socket connected to the
+    publishers of its neighbours.
+
+    Args:
+        node_id: this BS's id (≥ 0).
+        neighbours: ids this node exchanges with (undirected graph); ``None``: every peer.
+        Others as for :class:`RingNode`.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        neighbours: Iterable[int] | None = None,
+        bind_host: str = "127.0.0.1",
+        *,
+        advertise_host: str | None = None,
+        run_id: str = "",
+        log: MessageLog | None = None,
+        emulator: LinkEmulator | None = None,
+        curve: NodeKeys | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        hwm: int = DEFAULT_HWM,
+        send_timeout_ms: int = 10_000,
+        extra_senders: Iterable[int] = (),
+    ) -> None:
+        super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
+                         send_timeout_ms, extra_senders)  # fmt: skip
+        self.neighbours: frozenset[int] | None = None if neighbours is None else frozenset(neighbours)
+        self._subscribers: tuple[int, ...] = ()
+        self._seq = 0
+        try:
+            self._pub = self._socket(zmq.XPUB)
+            self._pub.setsockopt(zmq.XPUB_NODROP, 1)
+            self.endpoint = self._bind(self._pub)
+            self._in = self._socket(zmq.SUB)
+            self._in.setsockopt(zmq.MAXMSGSIZE, _max_msg_size(limits))
+            self._in.setsockopt(zmq.SUBSCRIBE, b"")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def peers(self) -> frozenset[int]:
+        """Ids this node listens to (and, the graph being undirected, publishes to)."""
+        return frozenset(self._subscribers)
+
+    def connect(self, peers: Mapping[int, str]) -> None:
+        """Subscribe to the publishers of the neighbours among ``peers`` ({id: endpoint})."""
+        self._check_usable()
+        new = [p for p in sorted(peers) if p != self.node_id and p not in self._subscribers]
+        if self.neighbours is not None:
+            new = [p for p in new if p in self.neighbours]
+        for peer in new:
+            self._connect(self._in, peer, peers[peer])
+        self._subscribers = tuple(sorted((*self._subscribers, *new)))
+        self._known = self._known | frozenset(self._subscribers)
+
+    def publish(self, env: Envelope) -> int:
+        """Publish ``env`` to every neighbour (stamping sender, receiver=BROADCAST, seq,
+        t_send_ns); return the bytes of the frame. The log gets one sent row per neighbour
+        (one copy per subscriber goes on the wire). Raises TransportError on a send timeout."""
+        seq = self._seq
+        t = now_ns()
+        run_id = self.run_id or env.run_id
+        frame = encode_fields(env.version, env.kind, run_id, self.node_id, BROADCAST, env.iteration, seq, t,
+                              env.payload, self._limits)  # fmt: skip
+        try:
+            self._pub.send(frame)
+        except zmq.Again:
+            raise TransportError(f"publish blocked {self._send_timeout_ms} ms at the HWM") from None
+        self._seq = seq + 1
+        self.stats.sent += 1
+        log = self.log
+        if log is not None:
+            n, kind, it = len(frame), env.kind, env.iteration
+            for peer in self._subscribers:
+                log.record(SENT, kind, self.node_id, peer, it, seq, n, t)
+        return len(frame)
+
+
+__all__ = ["RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM"]
