@@ -78,8 +78,8 @@ class TrpoConfig:
     cg_damping: float = _f(0.01, "damping added to the Fisher matrix in CG", range=(0.0, 10.0))
     cg_tol: float = _f(1e-10, "CG residual tolerance", range=(0.0, 1.0))
     value_lr: float = _f(1e-3, "critic Adam learning rate", range=(1e-8, 1.0))
-    value_epochs: int = _f(5, "critic passes over the batch per iteration", range=(0, 1000))
-    value_minibatch: int = _f(256, "critic minibatch size", range=(1, 10_000_000))
+    value_epochs: int = _f(5, "full-batch critic Adam steps per iteration (one share round each)",
+                           range=(0, 1000))
     a2c_lr: float = _f(7e-4, "A2C fixed step size (paper: 7e-4)", range=(1e-8, 1.0))
 
 
@@ -98,7 +98,6 @@ class RunConfig:
     eval_methods: tuple[str, ...] = _f(("max_power", "random", "wmmse", "fp", "optimum"),
                                        "baselines in the final evaluation",
                                        choices=("max_power", "random", "wmmse", "fp", "optimum"))
-    bs_per_actor: int = _f(1, "BSs hosted by one Ray actor", range=(1, 1024))
 
 
 @dataclasses.dataclass(frozen=True)
