@@ -124,14 +124,14 @@ def _pack_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         kind = obj.dtype.kind
         if kind == "f":
-            code, arr = EXT_F32, np.ascontiguousarray(obj, dtype=_F32)
+            code, arr = EXT_F32, obj.astype(_F32, copy=False)
         elif kind in "iub":
-            code, arr = EXT_I64, np.ascontiguousarray(obj, dtype=_I64)
+            code, arr = EXT_I64, obj.astype(_I64, copy=False)
         else:
             raise MalformedMessage(f"cannot encode array of dtype {obj.dtype}")
         if arr.ndim > MAX_NDIM:
             raise MalformedMessage(f"array has {arr.ndim} > {MAX_NDIM} dimensions")
-        return msgpack.ExtType(code, _SHAPE[arr.ndim].pack(arr.ndim, *arr.shape) + arr.tobytes())
+        return msgpack.ExtType(code, _SHAPE[arr.ndim].pack(arr.ndim, *arr.shape) + arr.tobytes(order="C"))
     if isinstance(obj, np.generic):
         return obj.item()
     raise MalformedMessage(f"cannot encode payload value of type {type(obj).__name__}")
@@ -185,7 +185,7 @@ def _unpack(data: bytes, limits: Limits) -> Any:
         raise MalformedMessage(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from exc
 
 
-def _check_payload(payload: Any) -> None:
+def _check_payload(payload: Any, limits: Limits) -> None:
     if type(payload) is not dict:
         raise MalformedMessage("payload is not a map")
     for key, value in payload.items():
@@ -195,6 +195,8 @@ def _check_payload(payload: Any) -> None:
         if t is np.ndarray or t in _SCALAR_TYPES:
             continue
         if t is list:
+            if len(value) > limits.max_list_len:
+                raise MessageTooLarge(f"payload list {key!r} has {len(value)} > {limits.max_list_len} items")
             for item in value:
                 if type(item) not in _SCALAR_TYPES:
                     raise MalformedMessage(f"payload list {key!r} holds a {type(item).__name__}")
@@ -254,7 +256,7 @@ def decode(
         raise UnknownSender(f"unknown sender {sender}")
     if _bad_int(receiver, COORDINATOR) or _bad_int(iteration, 0) or _bad_int(seq, 0) or _bad_int(t_ns, 0):
         raise MalformedMessage("bad receiver, iteration, seq or t_send_ns")
-    _check_payload(payload)
+    _check_payload(payload, limits)
     return _new_envelope(Envelope, (k, sender, receiver, iteration, seq, payload, run_id, t_ns, version))
 
 
