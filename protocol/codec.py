@@ -50,9 +50,7 @@ _SHAPE = tuple(struct.Struct(f"<B{n}I") for n in range(MAX_NDIM + 1))
 _F32 = np.dtype("<f4")
 _I64 = np.dtype("<i8")
 _SCALAR_TYPES = frozenset({int, float, str, bytes, bool})
-_KINDS: tuple[Kind | None, ...] = tuple(
-    Kind(i) if i in Kind._value2member_map_ else None for i in range(max(Kind) + 1)
-)
+_KINDS: tuple[Kind | None, ...] = tuple(Kind(i) if i in Kind._value2member_map_ else None for i in range(max(Kind) + 1))
 _new_envelope = tuple.__new__
 _PACKERS = threading.local()  # one reusable msgpack.Packer per thread (a Packer is not thread-safe)
 

@@ -50,9 +50,7 @@ class Kind(IntEnum):
 CONTROL_KINDS: frozenset[int] = frozenset({Kind.HELLO, Kind.READY, Kind.START})
 """Barrier kinds; transports consume these and never hand them to the application."""
 
-KIND_NAMES: tuple[str, ...] = tuple(
-    Kind(i).name if i in Kind._value2member_map_ else "" for i in range(max(Kind) + 1)
-)
+KIND_NAMES: tuple[str, ...] = tuple(Kind(i).name if i in Kind._value2member_map_ else "" for i in range(max(Kind) + 1))
 """``KIND_NAMES[int(kind)]`` is the kind's name (fast lookup used by the log)."""
 
 PayloadValue = np.ndarray | int | float | str | bytes | bool | list

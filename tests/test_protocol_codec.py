@@ -75,7 +75,7 @@ def _same(a: object, b: object) -> bool:
     if isinstance(a, float) and math.isnan(a):
         return isinstance(b, float) and math.isnan(b)
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))  # type: ignore[arg-type]
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
     return type(a) is type(b) and a == b
 
 
@@ -217,8 +217,7 @@ def bad_frames(n: int, seed: int, limits: Limits) -> list[bytes]:
     wrong versions, unknown kinds and senders, broken arrays (senders 0..6 are the known ones)."""
     rng = np.random.default_rng(seed)
     good = [
-        encode(Envelope(k, int(rng.integers(7)), 1, 5, 6, {"p": rng.random(7), "i": 3}, "run", 10**12))
-        for k in Kind
+        encode(Envelope(k, int(rng.integers(7)), 1, 5, 6, {"p": rng.random(7), "i": 3}, "run", 10**12)) for k in Kind
     ]
     junk: list[object] = ["x", 1.5, None, -5, [1], {"a": 1}, True, b"b", -(2**63)]
     out: list[bytes] = []
