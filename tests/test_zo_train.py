@@ -148,3 +148,10 @@ def test_learning_n5_sync_beats_max_power_clearly():
     cfg = ZOConfig().replace(run={"iterations": 1500, "eval_every": 500})
     tr, rows, _ = run_cfg(cfg)
     assert rows[-1]["sum_rate"] > 1.6 * rows[-1]["max_power"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "configs").glob("zo_*.yaml")), ids=lambda p: p.name)
+def test_shipped_zo_configs_load_and_validate(path):
+    from deploy.config import load_config
+
+    zc.validate(load_config(ZOConfig, path))
