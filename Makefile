@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bsemu baselines --scenario 3cell --slots 1000 --seed 0 --out runs/baselines-3cell
+	$(BIN)/bsemu train --config deploy/configs/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
