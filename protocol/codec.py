@@ -25,8 +25,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Container
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -34,6 +33,7 @@ import numpy as np
 
 from .envelope import BROADCAST, COORDINATOR, SCHEMA_VERSION, Envelope, Kind
 from .errors import (
+    ConfigError,
     MalformedMessage,
     MessageTooLarge,
     ProtocolError,
@@ -51,8 +51,22 @@ _F32 = np.dtype("<f4")
 _I64 = np.dtype("<i8")
 _SCALAR_TYPES = frozenset({int, float, str, bytes, bool})
 _KINDS: tuple[Kind | None, ...] = tuple(Kind(i) if i in Kind._value2member_map_ else None for i in range(max(Kind) + 1))
-_new_envelope = tuple.__new__
+_new_envelope = _new_ext = tuple.__new__
+_unpackb = msgpack.unpackb
 _PACKERS = threading.local()  # one reusable msgpack.Packer per thread (a Packer is not thread-safe)
+
+
+def _unpack_kwargs(limits: Limits) -> dict[str, Any]:
+    cap = limits.max_message_bytes
+    # msgpack ≥ 1.0 defaults are kept: raw=False, use_list=True, strict_map_key=True.
+    return dict(
+        ext_hook=_ext_hook,
+        max_bin_len=min(cap, limits.max_str_bytes),
+        max_str_len=min(cap, limits.max_str_bytes),
+        max_array_len=max(_WIRE_LEN + 16, limits.max_list_len),
+        max_map_len=limits.max_fields,
+        max_ext_len=cap,
+    )
 
 
 @dataclass(frozen=True)
@@ -73,9 +87,14 @@ class Limits:
     max_list_len: int = 65536
     max_str_bytes: int = 1024 * 1024
     max_run_id: int = 128
+    unpack_kwargs: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
 
-
-DEFAULT_LIMITS = Limits()
+    def __post_init__(self) -> None:
+        for name in ("max_message_bytes", "max_fields", "max_list_len", "max_str_bytes", "max_run_id"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"Limits.{name}={v!r} must be an int ≥ 1")
+        object.__setattr__(self, "unpack_kwargs", _unpack_kwargs(self))  # computed once, not per frame
 
 
 def _ext_hook(code: int, data: bytes) -> np.ndarray:
@@ -103,18 +122,7 @@ def _ext_hook(code: int, data: bytes) -> np.ndarray:
     return arr if ndim == 1 else arr.reshape(shape)
 
 
-@lru_cache(maxsize=16)
-def _unpack_kwargs(limits: Limits) -> dict[str, Any]:
-    cap = limits.max_message_bytes
-    # msgpack ≥ 1.0 defaults are kept: raw=False, use_list=True, strict_map_key=True.
-    return dict(
-        ext_hook=_ext_hook,
-        max_bin_len=min(cap, limits.max_str_bytes),
-        max_str_len=min(cap, limits.max_str_bytes),
-        max_array_len=max(_WIRE_LEN + 16, limits.max_list_len),
-        max_map_len=limits.max_fields,
-        max_ext_len=cap,
-    )
+DEFAULT_LIMITS = Limits()
 
 
 def _pack_default(obj: Any) -> Any:
@@ -129,7 +137,8 @@ def _pack_default(obj: Any) -> Any:
             raise MalformedMessage(f"cannot encode array of dtype {obj.dtype}")
         if arr.ndim > MAX_NDIM:
             raise MalformedMessage(f"array has {arr.ndim} > {MAX_NDIM} dimensions")
-        return msgpack.ExtType(code, _SHAPE[arr.ndim].pack(arr.ndim, *arr.shape) + arr.tobytes(order="C"))
+        # tuple.__new__ skips ExtType's Python-level argument checks (code and data are right by construction)
+        return _new_ext(msgpack.ExtType, (code, _SHAPE[arr.ndim].pack(arr.ndim, *arr.shape) + arr.tobytes(order="C")))
     if isinstance(obj, np.generic):
         return obj.item()
     raise MalformedMessage(f"cannot encode payload value of type {type(obj).__name__}")
@@ -172,17 +181,6 @@ def frame_size(env: Envelope) -> int:
     return len(encode(env))
 
 
-def _unpack(data: bytes, limits: Limits) -> Any:
-    try:
-        return msgpack.unpackb(data, **_unpack_kwargs(limits))
-    except ProtocolError:
-        raise
-    except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, UnicodeDecodeError…
-        if "exceeds max" in str(exc):
-            raise MessageTooLarge(f"field too large: {exc}") from exc
-        raise MalformedMessage(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from exc
-
-
 def _check_payload(payload: Any, limits: Limits) -> None:
     if type(payload) is not dict:
         raise MalformedMessage("payload is not a map")
@@ -200,10 +198,6 @@ def _check_payload(payload: Any, limits: Limits) -> None:
                     raise MalformedMessage(f"payload list {key!r} holds a {type(item).__name__}")
             continue
         raise MalformedMessage(f"payload field {key!r} has type {t.__name__}")
-
-
-def _bad_int(x: Any, lo: int) -> bool:
-    return type(x) is not int or x < lo
 
 
 def decode(
@@ -228,13 +222,20 @@ def decode(
         raise MalformedMessage(f"frame of type {type(data).__name__}") from exc
     if n > limits.max_message_bytes:
         raise MessageTooLarge(f"frame of {n} B exceeds {limits.max_message_bytes} B")
-    wire = _unpack(data, limits)
+    try:
+        wire = _unpackb(data, **limits.unpack_kwargs)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, UnicodeDecodeError…
+        if "exceeds max" in str(exc):
+            raise MessageTooLarge(f"field too large: {exc}") from exc
+        raise MalformedMessage(f"not a msgpack envelope: {type(exc).__name__}: {exc}") from exc
     if type(wire) is not list or not wire:
         raise MalformedMessage("frame is not a msgpack array")
     version = wire[0]
-    if type(version) is not int:
-        raise MalformedMessage("version is not an int")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or type(version) is not int:
+        if type(version) is not int:
+            raise MalformedMessage("version is not an int")
         raise UnsupportedVersion(f"schema version {version} (supported: {SCHEMA_VERSION})")
     if len(wire) < _WIRE_LEN:
         raise MalformedMessage(f"envelope has {len(wire)} < {_WIRE_LEN} fields")
@@ -248,23 +249,14 @@ def decode(
         raise MalformedMessage("run id is not a str")
     if len(run_id) > limits.max_run_id:
         raise MessageTooLarge(f"run id of {len(run_id)} > {limits.max_run_id} characters")
-    if _bad_int(sender, COORDINATOR) or sender == BROADCAST:
-        raise MalformedMessage(f"bad sender {sender!r}")
+    if (
+        type(sender) is not int or type(receiver) is not int or type(iteration) is not int
+        or type(seq) is not int or type(t_ns) is not int
+        or sender < COORDINATOR or sender == BROADCAST or receiver < COORDINATOR
+        or iteration < 0 or seq < 0 or t_ns < 0
+    ):  # fmt: skip
+        raise MalformedMessage(f"bad sender {sender!r}, receiver, iteration, seq or t_send_ns")
     if known_senders is not None and sender not in known_senders:
         raise UnknownSender(f"unknown sender {sender}")
-    if _bad_int(receiver, COORDINATOR) or _bad_int(iteration, 0) or _bad_int(seq, 0) or _bad_int(t_ns, 0):
-        raise MalformedMessage("bad receiver, iteration, seq or t_send_ns")
     _check_payload(payload, limits)
     return _new_envelope(Envelope, (k, sender, receiver, iteration, seq, payload, run_id, t_ns, version))
-
-
-__all__ = [
-    "Limits",
-    "DEFAULT_LIMITS",
-    "encode",
-    "encode_fields",
-    "decode",
-    "frame_size",
-    "EXT_F32",
-    "EXT_I64",
-]

@@ -112,47 +112,15 @@ class MessageLog:
         delay_ns: int = 0,
         delay_slots: int = 0,
     ) -> None:
-        """Record one row (``event`` is :data:`SENT`, :data:`RECEIVED` or :data:`DROPPED`)."""
-        kind = int(kind)
-        if self._file is not None:
-            rows = self._rows
-            rows.append(
-                (_PREFIX[event][kind], sender, receiver, iteration, seq, nbytes,
-                 t_send_ns, t_recv_ns, delay_ns, delay_slots, event == DROPPED)
-            )  # fmt: skip
-            if len(rows) >= self._buffer_rows:
-                self._flush_rows()
-        key = (event, kind)
-        acc = self._by_kind.get(key)
-        if acc is None:
-            self._by_kind[key] = [1, nbytes]
-        else:
-            acc[0] += 1
-            acc[1] += nbytes
-        key = (event, kind, sender, receiver)
-        acc = self._by_link.get(key)
-        if acc is None:
-            self._by_link[key] = [1, nbytes]
-        else:
-            acc[0] += 1
-            acc[1] += nbytes
-        key = (event, kind, iteration)
-        acc = self._by_iter.get(key)
-        if acc is None:
-            self._by_iter[key] = [1, nbytes]
-        else:
-            acc[0] += 1
-            acc[1] += nbytes
-        if event == RECEIVED and t_send_ns and t_recv_ns:
-            lat = t_recv_ns - t_send_ns
-            acc = self._latency.get(kind)
-            if acc is None:
-                self._latency[kind] = [1, lat, lat]
-            else:
-                acc[0] += 1
-                acc[1] += lat
-                if lat > acc[2]:
-                    acc[2] = lat
+        """Record one row (``event`` is :data:`SENT`, :data:`RECEIVED` or :data:`DROPPED`).
+
+        Cheap: appends a tuple; aggregates and CSV text are computed every ``buffer_rows`` rows."""
+        rows = self._rows
+        rows.append(
+            (event, kind, sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns, delay_ns, delay_slots)
+        )
+        if len(rows) >= self._buffer_rows:
+            self._flush_rows()
 
     def record_sent(self, env: Envelope, nbytes: int, receiver: int | None = None) -> None:
         """Record a message put on the wire (or handed to Ray): ``nbytes = len(encode(env))``.
@@ -197,27 +165,54 @@ class MessageLog:
 
     # -- files ----------------------------------------------------------------------------------
     def _flush_rows(self) -> None:
-        if self._rows and self._file is not None:
-            self._file.write("".join([_ROW_FORMAT % r for r in self._rows]))
-            self.rows_written += len(self._rows)
-            self._rows.clear()
+        """Fold the buffered rows into the aggregates and write them to the CSV."""
+        rows = self._rows
+        if not rows:
+            return
+        by_kind, by_link, by_iter, latency = self._by_kind, self._by_link, self._by_iter, self._latency
+        for event, k, sender, receiver, iteration, _, nbytes, t_send, t_recv, _, _ in rows:
+            kind = int(k)  # plain int keys (hashing an IntEnum member is slower)
+            for table, key in (
+                (by_kind, (event, kind)),
+                (by_link, (event, kind, sender, receiver)),
+                (by_iter, (event, kind, iteration)),
+            ):
+                acc = table.get(key)
+                if acc is None:
+                    table[key] = [1, nbytes]
+                else:
+                    acc[0] += 1
+                    acc[1] += nbytes
+            if event == RECEIVED and t_send and t_recv:
+                lat = t_recv - t_send
+                acc = latency.get(kind)
+                if acc is None:
+                    latency[kind] = [1, lat, lat]
+                else:
+                    acc[0] += 1
+                    acc[1] += lat
+                    if lat > acc[2]:
+                        acc[2] = lat
+        if self._file is not None and not self._file.closed:
+            self._file.write("".join([_ROW_FORMAT % (_PREFIX[r[0]][r[1]], *r[2:], r[0] == DROPPED) for r in rows]))
+            self.rows_written += len(rows)
+        rows.clear()
 
     def flush(self) -> None:
-        """Write buffered rows and flush the file."""
+        """Fold buffered rows into the aggregates, write them and flush the file."""
+        self._flush_rows()
         if self._file is not None and not self._file.closed:
-            self._flush_rows()
             self._file.flush()
 
     def close(self, write_summary: bool = True) -> dict[str, Any]:
         """Flush and close the CSV; write ``<stem>_summary.json`` / ``.md`` beside it.
 
         Returns the summary. Idempotent."""
-        summary = self.summary()
+        summary = self.summary()  # folds (and writes) the buffered rows
         if self.closed:
             return summary
         self.closed = True
         if self._file is not None:
-            self._flush_rows()
             self._file.close()
             if write_summary and self.path is not None:
                 write_summary_files(summary, self.path.with_name(self.path.stem + "_summary"))
@@ -232,6 +227,7 @@ class MessageLog:
     # -- summary --------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Aggregates as a JSON-ready dict (see the module docstring)."""
+        self._flush_rows()
         return _build_summary(self._by_kind, self._by_link, self._by_iter, self._latency, self.run_id, self.node)
 
 

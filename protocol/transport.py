@@ -39,16 +39,20 @@ import os
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from time import monotonic_ns as now_ns  # the clock of protocol.now_ns, without a Python frame
 from typing import Any
 
 import zmq
 
 from .codec import DEFAULT_LIMITS, Limits, decode, encode_fields
-from .envelope import BROADCAST, CONTROL_KINDS, Envelope, Kind, now_ns
+from .envelope import BROADCAST, CONTROL_KINDS, Envelope, Kind
 from .errors import ConfigError, ProtocolError, TransportError
 from .links import LinkEmulator
 from .log import DROPPED, RECEIVED, SENT, MessageLog
 from .security import CurveServer, NodeKeys, make_client
+
+_FIRST_CONTROL, _LAST_CONTROL = min(CONTROL_KINDS), max(CONTROL_KINDS)  # int compares: Enum hashing is slow
+assert CONTROL_KINDS == frozenset(range(_FIRST_CONTROL, _LAST_CONTROL + 1))
 
 DEFAULT_HWM: int = 100_000
 """Default send/receive high-water mark, messages per socket pipe."""
@@ -184,12 +188,7 @@ class _Node:
     def _recv_frame(self, wait_ms: int) -> bytes | None:
         """One frame, waiting at most ``wait_ms`` (−1: forever); None on timeout."""
         sock = self._in
-        try:
-            return sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            if wait_ms == 0:
-                return None
-        if wait_ms != self._rcvtimeo:
+        if wait_ms != self._rcvtimeo:  # RCVTIMEO 0 is a non-blocking recv
             sock.setsockopt(zmq.RCVTIMEO, wait_ms)
             self._rcvtimeo = wait_ms
         try:
@@ -215,7 +214,7 @@ class _Node:
         else:
             self.stats.reordered += 1
         log = self.log
-        if env.kind in CONTROL_KINDS or self._barrier_heard is not None:
+        if _FIRST_CONTROL <= env.kind <= _LAST_CONTROL or self._barrier_heard is not None:
             if self._on_barrier_message(env, len(frame), t_arr):
                 return None
         emu = self._emu
@@ -241,7 +240,7 @@ class _Node:
             heard.add(env.sender)
             if env.kind != Kind.HELLO:  # READY, START or an application message
                 self._barrier_ready.add(env.sender)
-        if env.kind not in CONTROL_KINDS:
+        if not _FIRST_CONTROL <= env.kind <= _LAST_CONTROL:
             return False
         self.stats.control += 1
         if self.log is not None:
@@ -271,6 +270,13 @@ class _Node:
         if self._pending:
             return self._pending.popleft()
         emu = self._emu
+        if emu is None and timeout_ms is None:  # fast path: block until a good frame arrives
+            while True:
+                frame = self._recv_frame(-1)
+                if frame is not None:
+                    env = self._accept(frame, now_ns())
+                    if env is not None:
+                        return env
         deadline = -1 if timeout_ms is None else now_ns() + int(timeout_ms) * 1_000_000
         while True:
             if emu is not None and len(emu):
