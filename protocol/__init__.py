@@ -22,7 +22,10 @@ Transports (pyzmq; build them inside the process — the Ray actor — that uses
     ``.recv(timeout_ms=None) -> Envelope | None``, ``.stats``, ``.close()``.
     ``BroadcastNode(node_id, neighbours=None, bind_host="127.0.0.1", ...)``: same, with
     ``.publish(env) -> nbytes`` instead of ``send``. Barriers: ``broadcast_barrier(node)``
-    (hello → ready → start; required before publishing), ``ring_barrier(node)``.
+    (hello → ready → start; required before publishing), ``ring_barrier(node)``. Discovery: bind
+    to ``bind_host(cluster)`` (127.0.0.1, or ``node_address()`` in cluster mode) on a random port,
+    report ``node.endpoint`` to the coordinator, get back ``{id: endpoint}``, ``connect`` to it.
+    Logical clock: ``node.set_tick(t)``, ``node.drain()``.
 
 Delay and loss
     ``LinkModel(kind="fixed"|"uniform"|"exponential", delay=0, jitter=0, drop_prob=0, reorder=False)``;
@@ -79,7 +82,7 @@ from .log import (
     write_summary_files,
 )
 from .security import NodeKeys, generate_run_keys, save_public_keys
-from .transport import DEFAULT_HWM, BroadcastNode, NodeStats, RingNode
+from .transport import DEFAULT_HWM, BroadcastNode, NodeStats, RingNode, bind_host, node_address
 
 __all__ = [
     "BROADCAST", "COORDINATOR", "CONTROL_KINDS", "SCHEMA_VERSION", "Envelope", "Kind", "Payload",
@@ -90,7 +93,7 @@ __all__ = [
     "LinkModel", "LinkDecision", "LinkEmulator", "link_rng", "Clock", "NO_DELAY",
     "MessageLog", "merge_summaries", "summarize_csv", "summary_markdown", "write_summary_files",
     "SENT", "RECEIVED", "DROPPED",
-    "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM",
+    "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "bind_host", "node_address",
     "broadcast_barrier", "ring_barrier",
     "NodeKeys", "generate_run_keys", "save_public_keys",
 ]  # fmt: skip

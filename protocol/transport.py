@@ -36,6 +36,7 @@ sender's ``iteration``). Every message sent, received or dropped goes to the nod
 from __future__ import annotations
 
 import os
+import socket
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,24 @@ class NodeStats:
     reordered: int = 0
     dropped_injected: int = 0
     control: int = 0
+
+
+def node_address() -> str:
+    """This machine's outward IPv4 address (the interface of its default route), or 127.0.0.1.
+
+    For cluster mode (bind there and advertise it); no packet is sent. On Ray, the actor may pass
+    ``ray.util.get_node_ip_address()`` instead (``protocol`` does not import Ray)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))  # UDP connect only picks a route
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def bind_host(cluster: bool = False) -> str:
+    """Where a node binds: 127.0.0.1 by default, :func:`node_address` in cluster mode."""
+    return node_address() if cluster else "127.0.0.1"
 
 
 def _max_msg_size(limits: Limits) -> int:
@@ -506,4 +525,4 @@ class BroadcastNode(_Node):
         return len(frame)
 
 
-__all__ = ["RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM"]
+__all__ = ["RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "bind_host", "node_address"]

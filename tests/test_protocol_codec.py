@@ -16,6 +16,7 @@ from protocol import (
     COORDINATOR,
     DEFAULT_LIMITS,
     SCHEMA_VERSION,
+    ConfigError,
     Envelope,
     Kind,
     Limits,
@@ -197,6 +198,12 @@ def test_size_limits_are_enforced_before_unpacking() -> None:
         decode(msgpack.packb(_wire(payload={"l": list(range(9))})), limits=small)
     with pytest.raises(MessageTooLarge):
         encode(Envelope(Kind.PARAMETERS, 0, 1, 0, 0, {"theta": np.zeros(300)}), limits=small)
+
+
+def test_limits_are_validated() -> None:
+    for bad in ({"max_message_bytes": 0}, {"max_fields": -1}, {"max_run_id": 1.5}):
+        with pytest.raises(ConfigError):
+            Limits(**bad)  # type: ignore[arg-type]
 
 
 def test_unknown_sender() -> None:

@@ -29,11 +29,13 @@ from protocol import (
     NodeKeys,
     RingNode,
     TransportError,
+    bind_host,
     broadcast_barrier,
     encode,
     frame_size,
     generate_run_keys,
     merge_summaries,
+    node_address,
     now_ns,
     ring_barrier,
     summarize_csv,
@@ -417,6 +419,23 @@ def test_send_blocked_at_the_high_water_mark_raises_instead_of_dropping() -> Non
         while b.recv(timeout_ms=200) is not None:
             got += 1
         assert got == a.stats.sent and b.stats.gaps == 0  # nothing sent was dropped
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cluster_mode_binds_the_node_address_and_peers_connect_by_endpoint() -> None:
+    host = bind_host(cluster=True)
+    assert bind_host() == "127.0.0.1" and host == node_address()
+    a, b = RingNode(0, host), RingNode(1, host)
+    try:
+        assert a.endpoint.startswith(f"tcp://{host}:")
+        peers = {0: a.endpoint, 1: b.endpoint}  # what the coordinator hands out
+        a.connect(peers)
+        b.connect(peers)
+        b.send(0, _env(Kind.HEARTBEAT))
+        env = a.recv(timeout_ms=5000)
+        assert env is not None and env.sender == 1
     finally:
         a.close()
         b.close()
