@@ -285,7 +285,9 @@ class _Node:
     def recv(self, timeout_ms: int | None = None) -> Envelope | None:
         """Next message for the application, or ``None`` after ``timeout_ms`` (None: wait forever).
 
-        Never raises on a bad frame (it is counted in ``stats.rejected`` and skipped)."""
+        Never raises on a bad frame (it is counted in ``stats.rejected`` and skipped). With a
+        logical-clock emulator a held message is released only once ``set_tick`` reached its due
+        slot: after a round, ``drain()``, ``set_tick(t)``, then ``recv(timeout_ms=0)`` until None."""
         if self._pending:
             return self._pending.popleft()
         emu = self._emu
