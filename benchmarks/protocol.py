@@ -26,6 +26,7 @@ from typing import Any
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
+import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
@@ -107,15 +108,18 @@ def hop_worker(role: int, n: int, blocks: int, bs: int, batch: int, up: Any, dow
     p = np.random.default_rng(role).random((batch, bs)) if batch > 1 else np.random.default_rng(role).random(bs)
     size = len(encode(Envelope(Kind.POWER_VECTOR, role, other, 0, 0, {"p": p}, "", now_ns())))
     pad = bytes(size - _TS.size)
-    lat: dict[str, list[int]] = {"raw": [], "codec": [], "proto": []}
+    p32 = p.astype(np.float32).tobytes()
+    lat: dict[str, list[int]] = {"raw": [], "msgpack": [], "codec": [], "proto": []}
     for block in range(blocks):
-        for phase in ("raw", "codec", "proto"):
+        for phase in ("raw", "msgpack", "codec", "proto"):
             got = lat[phase]
             for i in range(n + 50):  # 50 warm-up exchanges per block, not recorded
                 for turn in (0, 1):
                     if turn == role:  # my turn to send
                         if phase == "raw":
                             raw_out.send(_TS.pack(now_ns()) + pad)
+                        elif phase == "msgpack":  # the floor of any msgpack codec: bare packb, no numpy
+                            raw_out.send(msgpack.packb([1, 1, "", role, other, i, i, now_ns(), {"p": p32}]))
                         elif phase == "codec":  # raw sockets carrying encode(env) / decode(frame)
                             raw_out.send(encode(Envelope(Kind.POWER_VECTOR, role, other, i, i, {"p": p}, "", now_ns())))
                         else:
@@ -123,6 +127,8 @@ def hop_worker(role: int, n: int, blocks: int, bs: int, batch: int, up: Any, dow
                     else:
                         if phase == "raw":
                             t_send = _TS.unpack_from(raw_in.recv())[0]
+                        elif phase == "msgpack":
+                            t_send = msgpack.unpackb(raw_in.recv())[7]
                         elif phase == "codec":
                             t_send = decode(raw_in.recv()).t_send_ns
                         else:
@@ -137,7 +143,7 @@ def hop_worker(role: int, n: int, blocks: int, bs: int, batch: int, up: Any, dow
     ctx.term()
 
 
-def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     ctx = mp.get_context("spawn")
     up = ctx.Queue()
     downs = [ctx.Queue(), ctx.Queue()]
@@ -150,7 +156,7 @@ def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[np.ndarray, np.n
         eps[role] = (raw_ep, node_ep)
     for r in (0, 1):
         downs[r].put((eps[1 - r][0], {0: eps[0][1], 1: eps[1][1]}))
-    lat: dict[str, list[int]] = {"raw": [], "codec": [], "proto": []}
+    lat: dict[str, list[int]] = {"raw": [], "msgpack": [], "codec": [], "proto": []}
     for _ in range(2):
         _, got, gaps = up.get(timeout=300)
         assert gaps == 0
@@ -160,7 +166,7 @@ def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[np.ndarray, np.n
         pr.join(timeout=30)
     shape = (batch, bs) if batch > 1 else (bs,)
     size = len(encode(Envelope(Kind.POWER_VECTOR, 0, 1, 0, 0, {"p": np.zeros(shape)})))
-    return np.array(lat["raw"]), np.array(lat["codec"]), np.array(lat["proto"]), size
+    return np.array(lat["raw"]), np.array(lat["msgpack"]), np.array(lat["codec"]), np.array(lat["proto"]), size
 
 
 # -- broadcast: one publisher (this process), S subscriber processes --------------------------------
@@ -249,7 +255,7 @@ def broadcast(n: int, blocks: int, subs: int, interval_s: float) -> tuple[np.nda
     node.close()
     raw_pub.close()
     ctx.term()
-    return np.array(raw), np.array([]), np.array(proto), size
+    return np.array(raw), np.array([]), np.array([]), np.array(proto), size
 
 
 def _pct(x: np.ndarray) -> tuple[float, float]:
@@ -287,21 +293,23 @@ def main() -> None:
 
     rows = []
     for batch in (1, args.batch):
-        raw, codec, proto, size = ring_hop(args.hop_msgs, args.blocks, args.bs, batch)
-        rows.append((f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}", size, raw, codec, proto))
-    raw, codec, proto, size = broadcast(args.bcast_msgs, args.blocks, args.subscribers, args.interval_us / 1e6)
-    rows.append((f"broadcast 1 -> {args.subscribers}, SCALAR_D", size, raw, codec, proto))
-    print("| one-way latency (µs) | bytes | raw p50 | raw p99 | raw+codec p50 | protocol p50 | protocol p99 "
-          "| ratio p50 | ratio p99 | n |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, size, raw, codec, proto in rows:
+        raw, bare, codec, proto, size = ring_hop(args.hop_msgs, args.blocks, args.bs, batch)
+        rows.append((f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}", size, raw, bare, codec, proto))
+    raw, bare, codec, proto, size = broadcast(args.bcast_msgs, args.blocks, args.subscribers, args.interval_us / 1e6)
+    rows.append((f"broadcast 1 -> {args.subscribers}, SCALAR_D", size, raw, bare, codec, proto))
+    print("| one-way latency (µs) | bytes | raw p50 | raw p99 | raw+msgpack p50 | raw+codec p50 | protocol p50 "
+          "| protocol p99 | ratio p50 | ratio p99 | n |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, size, raw, bare, codec, proto in rows:
         (r50, r99), (p50, p99) = _pct(raw), _pct(proto)
-        c50 = f"{_pct(codec)[0]:.1f}" if len(codec) else "—"
-        print(f"| {name} | {size} | {r50:.1f} | {r99:.1f} | {c50} | {p50:.1f} | {p99:.1f} | {p50 / r50:.2f} | "
-              f"{p99 / r99:.2f} | {len(proto)} |")  # fmt: skip
+        b50, c50 = (f"{_pct(x)[0]:.1f}" if len(x) else "—" for x in (bare, codec))
+        print(f"| {name} | {size} | {r50:.1f} | {r99:.1f} | {b50} | {c50} | {p50:.1f} | {p99:.1f} | "
+              f"{p50 / r50:.2f} | {p99 / r99:.2f} | {len(proto)} |")  # fmt: skip
     print(
         "\nlatency goal: protocol / raw <= 1.5 (p50). raw = pyzmq send/recv of a frame of the same size; "
-        "raw+codec = the same sockets carrying encode(env) / decode(frame); protocol = RingNode/BroadcastNode "
+        "raw+msgpack = the same sockets carrying a bare msgpack.packb/unpackb of the same fields (the floor of "
+        "a msgpack codec); raw+codec = the same sockets carrying encode(env) / decode(frame); "
+        "protocol = RingNode/BroadcastNode "
         "(encode, send, recv, decode + validation, sequence tracking, CSV log on both sides)."
     )
     print(f"total {time.monotonic() - t0:.1f} s")
