@@ -418,7 +418,8 @@ def _solve_one(inst: _Instance, eps: float, max_boxes: int, deadline: float | No
         _update_best(s, inst, pts, vals, polish=True)
     upper = max(s.best, s.discarded_ub, float(s.ub.max()) if s.ub.size else -np.inf)
     _update_best(s, inst, *_ascent(inst, s.best_p[None], iters=50))  # final polish: value can only rise
-    return s.best_p, s.best / LN2, max(upper, s.best) / LN2, s.boxes, s.iterations
+    upper = max(upper, s.best) * (1 + 1e-12) + 1e-12   # margin for round-off in f and the bounds
+    return s.best_p, s.best / LN2, upper / LN2, s.boxes, s.iterations
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -490,21 +491,34 @@ def bracket(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000, ascen
     (strongest users at p_max, one fractional, the rest off), so these solves are cheap.
 
     Lower bound.  The best of f at: max power (``problem.p_full()``), the cells' optimal powers side by side,
-    and a monotone projected-gradient ascent (``ascent_iters`` steps) from each; all are feasible points.
+    a monotone projected-gradient ascent (``ascent_iters`` steps) from each, and WMMSE (:mod:`radio.wmmse`, if
+    present) from each; every point is passed through ``problem.project``, so all are feasible.
     Raises :class:`ProblemError` when ``users_per_cell`` > 8 or ``eps`` <= 0.
     """
     if problem.users_per_cell > MAX_LINKS:
         raise ProblemError(f"users_per_cell: bracket() supports 1 <= users_per_cell <= {MAX_LINKS}, "
                            f"got {problem.users_per_cell}")
     _check_eps(eps)
-    lower, upper = np.zeros(problem.n), np.zeros(problem.n)
-    cell = problem.cell_of_link()
-    full = problem.p_full()
+    upper, p_cells = np.zeros(problem.n), np.zeros((problem.n, problem.L))
     for i in range(problem.n):
-        upper[i], p_cells = _cell_upper(problem, i, eps, max_boxes)
+        upper[i], p_cells[i] = _cell_upper(problem, i, eps, max_boxes)
+    starts = [problem.p_full(), p_cells]
+    ascended = [np.zeros_like(p_cells), np.zeros_like(p_cells)]
+    cell = problem.cell_of_link()
+    for i in range(problem.n):
         inst = _instance(problem.G[i], problem.noise_w, problem.p_max_w, cell, problem.bs_sum_power_w,
                          plain=True)
-        starts = np.stack([full[i], p_cells])
-        _, f = _ascent(inst, starts, iters=ascent_iters)
-        lower[i] = max(float(f.max()) / LN2, float(sum_rate(problem.G[i:i + 1], starts, problem.noise_w).max()))
+        ascended[0][i], ascended[1][i] = _ascent(inst, np.stack([starts[0][i], starts[1][i]]), ascent_iters)[0]
+    starts += ascended
+    starts += _wmmse_points(problem, starts[:2])
+    lower = np.max([sum_rate(problem.G, problem.project(p), problem.noise_w) for p in starts], axis=0)
     return lower, np.maximum(upper, lower)
+
+
+def _wmmse_points(problem: Problem, starts: list[np.ndarray]) -> list[np.ndarray]:
+    """WMMSE (radio.wmmse, when that module is present) from each start [n, L]: extra lower-bound points."""
+    try:
+        from radio.wmmse import wmmse
+    except ImportError:  # pragma: no cover - optional collaborator module
+        return []
+    return [np.asarray(wmmse(problem, p0=p).p, dtype=np.float64) for p in starts]
