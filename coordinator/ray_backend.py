@@ -47,27 +47,20 @@ class BSActor:
 
     # ---- the ZeroMQ ring (bind first on every actor, then connect to the next)
     def ring_bind(self, host: str = "127.0.0.1") -> str:
-        import zmq
+        from coordinator.zmq_sockets import bind_pull
 
-        self.ctx = zmq.Context()
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.LINGER, 0)
-        port = self.pull.bind_to_random_port(f"tcp://{host}")
-        return f"tcp://{host}:{port}"
+        self.ctx, self.pull, endpoint = bind_pull(host)
+        return endpoint
 
     def ring_connect(self, next_endpoint: str) -> None:
-        import zmq
+        from coordinator.zmq_sockets import connect_push
 
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(next_endpoint)
+        self.push = connect_push(self.ctx, next_endpoint)
 
     def round_robin(self, position: np.ndarray, M: int, B: int, L: int, iteration: int,
                     timeout_ms: int = 60_000) -> np.ndarray | None:
         """B passes of the token around the ring; BS 0 starts from zero power. The last BS of the
         ring returns the final token (powers) to the coordinator."""
-        import zmq
-
         from protocol.codec import decode, encode
         from protocol.envelope import Envelope, Kind, now_ns
 

@@ -44,23 +44,17 @@ class ZOLinkActor:
         self.ctx = None
 
     def bind(self, host: str = "127.0.0.1") -> str:
-        import zmq
+        from coordinator.zmq_sockets import bind_pull
 
-        self.ctx = zmq.Context()
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.LINGER, 0)
-        port = self.pull.bind_to_random_port(f"tcp://{host}")
-        return f"tcp://{host}:{port}"
+        self.ctx, self.pull, endpoint = bind_pull(host)
+        return endpoint
 
     def connect(self, endpoints: dict[int, str]) -> None:
         import zmq
 
-        self.push = {}
-        for j in self.agent.neighbours:
-            s = self.ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(endpoints[j])
-            self.push[j] = s
+        from coordinator.zmq_sockets import connect_push
+
+        self.push = {j: connect_push(self.ctx, endpoints[j]) for j in self.agent.neighbours}
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
 
