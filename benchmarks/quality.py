@@ -9,15 +9,20 @@ The budget (iterations x episodes x B environment steps, network size) is printe
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
-import torch
+# run as a script, sys.path[0] is benchmarks/, whose protocol.py would shadow the protocol package
+sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 
-from coordinator.trainer import Trainer, evaluate_policy, make_backend, scenario_of
-from deploy.config import TrainConfig, load_config
-from radio.evaluation import classical_methods, run_methods
-from radio.rates import sum_rate
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from coordinator.trainer import Trainer, evaluate_policy, make_backend, scenario_of  # noqa: E402
+from deploy.config import TrainConfig, load_config  # noqa: E402
+from radio.evaluation import classical_methods, run_methods  # noqa: E402
+from radio.rates import sum_rate  # noqa: E402
 
 
 def train_eval(kind: str, scheme: str, a: argparse.Namespace, problem) -> tuple[float, float, int]:

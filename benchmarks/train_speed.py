@@ -2,17 +2,23 @@
 side by side, environment steps per second, and memory per BS actor.
 
     python benchmarks/train_speed.py [--iters 3] [--episodes 1000] [--schemes centralized,partial,full]
+                                     [--backends inproc,ray]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-import torch
+# run as a script, sys.path[0] is benchmarks/, whose protocol.py would shadow the protocol package
+sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 
-from coordinator.trainer import Trainer, make_backend
-from deploy.config import TrainConfig, load_config
+import torch  # noqa: E402
+
+from coordinator.trainer import Trainer, make_backend  # noqa: E402
+from deploy.config import TrainConfig, load_config  # noqa: E402
 
 
 def bench(scheme: str, backend: str, iters: int, episodes: int, kind: str) -> tuple[float, float, list]:
@@ -45,20 +51,25 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--schemes", default="centralized,partial,full")
     ap.add_argument("--kind", default="3cell")
+    ap.add_argument("--backends", default="inproc,ray", help="inproc,ray or one of them")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    import ray
+    backends = a.backends.split(",")
+    nan = (float("nan"), float("nan"), [])
+    if "ray" in backends:
+        import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     print(f"{a.kind}, M = {a.episodes}, policy/value 3x256 ELU, {a.iters} timed iterations after 1 warm-up")
     print(f"{'scheme':<12} {'inproc s/it':>11} {'ray s/it':>9} {'ray/inproc':>10} {'inproc steps/s':>14} "
           f"{'ray steps/s':>11} {'MB/actor (maxrss)':>18}")
     for scheme in a.schemes.split(","):
-        ti, si, _ = bench(scheme, "inproc", a.iters, a.episodes, a.kind)
-        tr, sr, mem = bench(scheme, "ray", a.iters, a.episodes, a.kind)
+        ti, si, _ = bench(scheme, "inproc", a.iters, a.episodes, a.kind) if "inproc" in backends else nan
+        tr, sr, mem = bench(scheme, "ray", a.iters, a.episodes, a.kind) if "ray" in backends else nan
         print(f"{scheme:<12} {ti:>11.3f} {tr:>9.3f} {tr / ti:>10.2f} {si:>14.0f} {sr:>11.0f} "
               f"{(sum(mem) / len(mem)) if mem else float('nan'):>18.0f}")
-    ray.shutdown()
+    if "ray" in backends:
+        ray.shutdown()
 
 
 if __name__ == "__main__":
