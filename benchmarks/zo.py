@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
+# run as a script, sys.path[0] is benchmarks/, whose protocol.py would shadow the protocol package
+sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from coordinator.zo_config import ZOConfig  # noqa: E402
