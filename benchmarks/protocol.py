@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
 from protocol import (  # noqa: E402
+    DEFAULT_HWM,
     BroadcastNode,
     Envelope,
     Kind,
@@ -89,62 +90,117 @@ def codec_table(bs: int, params: int) -> list[tuple[str, int, float, float]]:
     return rows
 
 
+# -- fair frames: every column moves frames of exactly the same bytes --------------------------------
+_IT0 = 1000  # iteration / seq of measured messages stay in [256, 65535]: constant msgpack widths
+_PREROLL = 300  # protocol messages exchanged before measuring, so that a node's seq is >= 256
+_MARK = 0x7EDC_BA98_7654_3210  # placeholder t_send_ns, located in the template and patched per message
+_T = struct.Struct(">Q")  # how msgpack carries t_send_ns (0xcf, then 8 bytes big endian)
+_SOCK_OPTS = ((zmq.LINGER, 0), (zmq.SNDHWM, DEFAULT_HWM), (zmq.RCVHWM, DEFAULT_HWM), (zmq.SNDTIMEO, 10_000))
+
+
+def frame_template(kind: Kind, sender: int, receiver: int, payload: dict[str, Any]) -> tuple[bytearray, int]:
+    """The frame a node sends for this message (fields of the measured widths) and the offset of its
+    t_send_ns bytes: raw columns patch the send time in there and send these very bytes."""
+    frame = encode(Envelope(kind, sender, receiver, _IT0, _IT0, payload, "", _MARK))
+    return bytearray(frame), frame.index(b"\xcf" + _T.pack(_MARK)) + 1
+
+
+def raw_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
+    """A socket with the options the nodes set on theirs."""
+    sock = ctx.socket(kind)
+    for opt, val in _SOCK_OPTS:
+        sock.setsockopt(opt, val)
+    return sock
+
+
+def ext_f32(p: np.ndarray) -> msgpack.ExtType:
+    """The codec's float32 ext value, prepared ahead (for the bare-msgpack floor)."""
+    return msgpack.ExtType(1, struct.pack(f"<B{p.ndim}I", p.ndim, *p.shape) + p.astype("<f4").tobytes())
+
+
 # -- ring hop: two processes, ping-pong ----------------------------------------------------------
+HOP_PHASES = ("raw", "msgpack", "codec", "proto")
+
+
+class Hop:
+    """One side of the ring-hop ping-pong. Every phase runs between the same two processes over
+    PUSH/PULL TCP loopback sockets with the same options and moves frames of the same length
+    (asserted); only what runs around ``send``/``recv`` differs (see the legend in ``main``)."""
+
+    def __init__(self, role: int, bs: int, batch: int, up: Any, down: Any) -> None:
+        self.role, self.other = role, 1 - role
+        self.ctx = zmq.Context()
+        self.raw_in = raw_socket(self.ctx, zmq.PULL)
+        raw_ep = f"tcp://127.0.0.1:{self.raw_in.bind_to_random_port('tcp://127.0.0.1')}"
+        self.node = RingNode(role, log=MessageLog(os.path.join(tempfile.mkdtemp(), f"hop{role}.csv"), node=role))
+        up.put((role, raw_ep, self.node.endpoint))
+        peer_raw, peers = down.get(timeout=60)
+        self.raw_out = raw_socket(self.ctx, zmq.PUSH)
+        self.raw_out.connect(peer_raw)
+        self.node.connect(peers)
+        ring_barrier(self.node, timeout_s=30)
+        self.p = np.random.default_rng(role).random((batch, bs) if batch > 1 else bs)
+        self.buf, self.off = frame_template(Kind.POWER_VECTOR, role, self.other, {"p": self.p})
+        self.ext = ext_f32(self.p)
+
+    def send(self, phase: str, k: int) -> int:
+        """Send one message of ``phase``; return the bytes sent."""
+        role, other, it = self.role, self.other, _IT0 + k
+        if phase == "raw":  # the protocol's own bytes, send time patched in
+            _T.pack_into(self.buf, self.off, now_ns())
+            self.raw_out.send(self.buf)
+            return len(self.buf)
+        if phase == "msgpack":  # the floor of a msgpack codec: bare packb, array bytes prepared ahead
+            frame = msgpack.packb([1, 1, "", role, other, it, it, now_ns(), {"p": self.ext}])
+        elif phase == "codec":  # the same sockets carrying encode(env) / decode(frame)
+            frame = encode(Envelope(Kind.POWER_VECTOR, role, other, it, it, {"p": self.p}, "", now_ns()))
+        else:
+            return self.node.send(other, Envelope(Kind.POWER_VECTOR, role, other, it, 0, {"p": self.p}))
+        self.raw_out.send(frame)
+        return len(frame)
+
+    def recv(self, phase: str) -> int:
+        if phase == "raw":
+            return int(_T.unpack_from(self.raw_in.recv(), self.off)[0])
+        if phase == "msgpack":
+            return int(msgpack.unpackb(self.raw_in.recv())[7])
+        if phase == "codec":
+            return decode(self.raw_in.recv()).t_send_ns
+        return self.node.recv().t_send_ns  # type: ignore[union-attr]
+
+    def exchange(self, phase: str, k: int, got: list[int] | None) -> None:
+        for turn in (0, 1):
+            if turn == self.role:
+                if self.send(phase, k) != len(self.buf) and got is not None:
+                    raise RuntimeError(f"{phase}: frame not as long as the raw frame")
+            else:
+                t_send = self.recv(phase)
+                if got is not None:
+                    got.append(now_ns() - t_send)
+
+    def close(self) -> None:
+        self.node.close()
+        self.node.log.close()  # type: ignore[union-attr]
+        self.raw_in.close()
+        self.raw_out.close()
+        self.ctx.term()
+
+
 def hop_worker(role: int, n: int, blocks: int, bs: int, batch: int, up: Any, down: Any) -> None:
-    """role 0 starts every exchange; both sides record the one-way latency of what they receive."""
-    ctx = zmq.Context()
-    raw_in = ctx.socket(zmq.PULL)
-    raw_in.setsockopt(zmq.LINGER, 0)
-    raw_port = raw_in.bind_to_random_port("tcp://127.0.0.1")
-    tmp = tempfile.mkdtemp()
-    node = RingNode(role, log=MessageLog(os.path.join(tmp, f"hop{role}.csv"), node=role))
-    up.put((role, f"tcp://127.0.0.1:{raw_port}", node.endpoint))
-    peer_raw, peers = down.get(timeout=60)
-    raw_out = ctx.socket(zmq.PUSH)
-    raw_out.setsockopt(zmq.LINGER, 0)
-    raw_out.connect(peer_raw)
-    node.connect(peers)
-    ring_barrier(node, timeout_s=30)
-    other = 1 - role
-    p = np.random.default_rng(role).random((batch, bs)) if batch > 1 else np.random.default_rng(role).random(bs)
-    size = len(encode(Envelope(Kind.POWER_VECTOR, role, other, 0, 0, {"p": p}, "", now_ns())))
-    pad = bytes(size - _TS.size)
-    p32 = p.astype(np.float32).tobytes()
-    lat: dict[str, list[int]] = {"raw": [], "msgpack": [], "codec": [], "proto": []}
-    for block in range(blocks):
-        for phase in ("raw", "msgpack", "codec", "proto"):
-            got = lat[phase]
-            for i in range(n + 50):  # 50 warm-up exchanges per block, not recorded
-                for turn in (0, 1):
-                    if turn == role:  # my turn to send
-                        if phase == "raw":
-                            raw_out.send(_TS.pack(now_ns()) + pad)
-                        elif phase == "msgpack":  # the floor of any msgpack codec: bare packb, no numpy
-                            raw_out.send(msgpack.packb([1, 1, "", role, other, i, i, now_ns(), {"p": p32}]))
-                        elif phase == "codec":  # raw sockets carrying encode(env) / decode(frame)
-                            raw_out.send(encode(Envelope(Kind.POWER_VECTOR, role, other, i, i, {"p": p}, "", now_ns())))
-                        else:
-                            node.send(other, Envelope(Kind.POWER_VECTOR, role, other, block * n + i, 0, {"p": p}))
-                    else:
-                        if phase == "raw":
-                            t_send = _TS.unpack_from(raw_in.recv())[0]
-                        elif phase == "msgpack":
-                            t_send = msgpack.unpackb(raw_in.recv())[7]
-                        elif phase == "codec":
-                            t_send = decode(raw_in.recv()).t_send_ns
-                        else:
-                            t_send = node.recv().t_send_ns  # type: ignore[union-attr]
-                        if i >= 50:
-                            got.append(now_ns() - t_send)
-    up.put((role, lat, node.stats.gaps))
-    node.close()
-    node.log.close()  # type: ignore[union-attr]
-    raw_in.close()
-    raw_out.close()
-    ctx.term()
+    """Pre-roll, then ``blocks`` × (each phase: 50 warm-up + ``n`` recorded exchanges)."""
+    hop = Hop(role, bs, batch, up, down)
+    for k in range(_PREROLL):
+        hop.exchange("proto", k, None)
+    lat: dict[str, list[int]] = {ph: [] for ph in HOP_PHASES}
+    for _ in range(blocks):
+        for phase in HOP_PHASES:
+            for k in range(n + 50):
+                hop.exchange(phase, k, lat[phase] if k >= 50 else None)
+    up.put((role, lat, hop.node.stats.gaps, len(hop.buf)))
+    hop.close()
 
 
-def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[dict[str, np.ndarray], int]:
     ctx = mp.get_context("spawn")
     up = ctx.Queue()
     downs = [ctx.Queue(), ctx.Queue()]
@@ -157,72 +213,81 @@ def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[np.ndarray, np.n
         eps[role] = (raw_ep, node_ep)
     for r in (0, 1):
         downs[r].put((eps[1 - r][0], {0: eps[0][1], 1: eps[1][1]}))
-    lat: dict[str, list[int]] = {"raw": [], "msgpack": [], "codec": [], "proto": []}
+    lat: dict[str, list[int]] = {ph: [] for ph in HOP_PHASES}
     for _ in range(2):
-        _, got, gaps = up.get(timeout=300)
+        _, got, gaps, size = up.get(timeout=300)
         assert gaps == 0
         for k in lat:
             lat[k] += got[k]
     for pr in procs:
         pr.join(timeout=30)
-    shape = (batch, bs) if batch > 1 else (bs,)
-    size = len(encode(Envelope(Kind.POWER_VECTOR, 0, 1, 0, 0, {"p": np.zeros(shape)})))
-    return np.array(lat["raw"]), np.array(lat["msgpack"]), np.array(lat["codec"]), np.array(lat["proto"]), size
+    return {k: np.array(v) for k, v in lat.items()}, size
 
 
 # -- broadcast: one publisher (this process), S subscriber processes --------------------------------
+BCAST_PHASES = ("raw", "codec", "proto")
+
+
+def _sub_recv(phase: str, node: BroadcastNode, raw_sub: zmq.Socket, size: int, off: int) -> int:
+    """Receive one measured message of ``phase``; return its send time."""
+    if phase == "proto":
+        return node.recv().t_send_ns  # type: ignore[union-attr]
+    while True:
+        frame = raw_sub.recv()
+        if len(frame) == size:  # not a late 1-byte warm-up frame
+            return int(_T.unpack_from(frame, off)[0]) if phase == "raw" else decode(frame).t_send_ns
+
+
 def sub_worker(node_id: int, n: int, blocks: int, up: Any, down: Any) -> None:
+    """Subscriber: per block, ``n`` frames of each phase in order (one publisher keeps the order)."""
     ctx = zmq.Context()
-    raw_sub = ctx.socket(zmq.SUB)
-    raw_sub.setsockopt(zmq.LINGER, 0)
+    raw_sub = raw_socket(ctx, zmq.SUB)
     raw_sub.setsockopt(zmq.SUBSCRIBE, b"")
-    tmp = tempfile.mkdtemp()
-    node = BroadcastNode(node_id, neighbours={0}, log=MessageLog(os.path.join(tmp, f"sub{node_id}.csv")))
+    node = BroadcastNode(node_id, neighbours={0}, log=MessageLog(os.path.join(tempfile.mkdtemp(), f"s{node_id}.csv")))
     up.put(("ep", node_id, node.endpoint))
-    raw_ep, peers = down.get(timeout=60)
+    raw_ep, peers, size, off = down.get(timeout=60)
     raw_sub.connect(raw_ep)
     node.connect(peers)
     broadcast_barrier(node, timeout_s=30)
-    while raw_sub.recv()[:1] != b"\x01":  # raw slow-joiner barrier: wait for a warm-up frame
+    while len(raw_sub.recv()) != 1:  # raw slow-joiner barrier: wait for a 1-byte warm-up frame
         pass
     up.put(("raw-ready", node_id, None))
-    raw_lat: list[int] = []
-    proto_lat: list[int] = []
+    for _ in range(_PREROLL):
+        node.recv()
+    lat: dict[str, list[int]] = {ph: [] for ph in BCAST_PHASES}
     for _ in range(blocks):
-        got = 0
-        while got < n:
-            frame = raw_sub.recv()
-            if frame[:1] == b"\x02":
-                raw_lat.append(now_ns() - _TS.unpack_from(frame, 1)[0])
-                got += 1
-        for _ in range(n):
-            env = node.recv()
-            proto_lat.append(now_ns() - env.t_send_ns)
-    up.put(("done", node_id, (raw_lat, proto_lat, node.stats.gaps)))
+        for phase in BCAST_PHASES:
+            for _ in range(n):
+                t_send = _sub_recv(phase, node, raw_sub, size, off)
+                lat[phase].append(now_ns() - t_send)
+    up.put(("done", node_id, (lat, node.stats.gaps)))
     node.close()
     raw_sub.close()
     ctx.term()
 
 
-def broadcast(n: int, blocks: int, subs: int, interval_s: float) -> tuple[np.ndarray, np.ndarray, int]:
+def broadcast(n: int, blocks: int, subs: int, interval_s: float) -> tuple[dict[str, np.ndarray], int]:
     mpc = mp.get_context("spawn")
     up = mpc.Queue()
     ids = list(range(1, subs + 1))
     downs = {i: mpc.Queue() for i in ids}
-    procs = [mpc.Process(target=sub_worker, args=(i, n // blocks, blocks, up, downs[i])) for i in ids]
+    per = n // blocks
+    procs = [mpc.Process(target=sub_worker, args=(i, per, blocks, up, downs[i])) for i in ids]
     for pr in procs:
         pr.start()
     ctx = zmq.Context()
-    raw_pub = ctx.socket(zmq.PUB)
-    raw_pub.setsockopt(zmq.LINGER, 0)
+    raw_pub = raw_socket(ctx, zmq.XPUB)  # the node's publisher type and options
+    raw_pub.setsockopt(zmq.XPUB_NODROP, 1)
     raw_ep = f"tcp://127.0.0.1:{raw_pub.bind_to_random_port('tcp://127.0.0.1')}"
     node = BroadcastNode(0, neighbours=ids, log=MessageLog(os.path.join(tempfile.mkdtemp(), "pub.csv")))
+    d = {"d": 0.123, "slot": 4096}  # zeroth-order: the scalar d_i and its slot
+    buf, off = frame_template(Kind.SCALAR_D, 0, -1, d)
     peers = {0: node.endpoint}
     for _ in ids:
         _, i, ep = up.get(timeout=120)
         peers[i] = ep
     for q in downs.values():
-        q.put((raw_ep, peers))
+        q.put((raw_ep, peers, len(buf), off))
     node.connect(peers)
     broadcast_barrier(node, timeout_s=60)
     ready = 0
@@ -232,31 +297,50 @@ def broadcast(n: int, blocks: int, subs: int, interval_s: float) -> tuple[np.nda
         while not up.empty():
             tag, _, _ = up.get()
             ready += tag == "raw-ready"
-    d = {"d": 0.123, "slot": 4096}  # zeroth-order: the scalar d_i and its slot
-    size = len(encode(Envelope(Kind.SCALAR_D, 0, -1, 0, 0, d, "", now_ns())))
-    pad = bytes(size - 1 - _TS.size)
-    per = n // blocks
-    for b in range(blocks):
-        time.sleep(0.02)
-        for _ in range(per):
-            raw_pub.send(b"\x02" + _TS.pack(now_ns()) + pad)
-            time.sleep(interval_s)
-        time.sleep(0.02)
-        for i in range(per):
-            node.publish(Envelope(Kind.SCALAR_D, 0, -1, b * per + i, 0, d))
-            time.sleep(interval_s)
-    raw, proto = [], []
+    for k in range(_PREROLL):
+        node.publish(Envelope(Kind.SCALAR_D, 0, -1, k, 0, d))
+    for _ in range(blocks):
+        for phase in BCAST_PHASES:
+            time.sleep(0.02)
+            for k in range(per):
+                if phase == "raw":
+                    _T.pack_into(buf, off, now_ns())
+                    raw_pub.send(buf)
+                elif phase == "codec":
+                    raw_pub.send(encode(Envelope(Kind.SCALAR_D, 0, -1, _IT0 + k, _IT0 + k, d, "", now_ns())))
+                elif node.publish(Envelope(Kind.SCALAR_D, 0, -1, _IT0 + k, 0, d)) != len(buf):
+                    raise RuntimeError("the protocol frame is not as long as the raw frame")
+                time.sleep(interval_s)
+    lat: dict[str, list[int]] = {ph: [] for ph in BCAST_PHASES}
     for _ in ids:
-        tag, _, (r_lat, p_lat, gaps) = up.get(timeout=300)
+        tag, _, (got, gaps) = up.get(timeout=300)
         assert tag == "done" and gaps == 0
-        raw += r_lat
-        proto += p_lat
+        for ph in BCAST_PHASES:
+            lat[ph] += got[ph]
     for pr in procs:
         pr.join(timeout=30)
     node.close()
     raw_pub.close()
     ctx.term()
-    return np.array(raw), np.array([]), np.array([]), np.array(proto), size
+    return {k: np.array(v) for k, v in lat.items()}, len(buf)
+
+
+LEGEND = """
+One-way latency = receiver's now_ns() after the call that hands it the message, minus the send stamp
+taken by the sender just before its send call (same host, same CLOCK_MONOTONIC). Every column runs in
+the same processes, over sockets of the same type and options (ring: PUSH -> PULL; broadcast:
+XPUB with XPUB_NODROP -> SUB; TCP loopback; linger 0, HWM, send timeout as the nodes set them), with
+the same ping-pong (ring) or the same paced publishing (broadcast), interleaved in blocks, and moves
+frames of exactly the same length (asserted).
+  raw          sock.send(frame) / sock.recv(): the very bytes a node puts on the wire (a template
+               frame with the send time patched in), no encode, no decode.
+  raw+msgpack  the same sockets carrying msgpack.packb / unpackb of the same nine fields, the array
+               prepared ahead as float32 ext bytes (the floor of any msgpack codec; ring only).
+  raw+codec    the same sockets carrying protocol.encode(env) / protocol.decode(frame).
+  protocol     RingNode.send / BroadcastNode.publish -> node.recv(): stamping, encode, send, recv,
+               decode with full validation, known-sender check, sequence tracking, CSV log row on
+               both sides.
+Goal: protocol / raw <= 1.5 at p50."""
 
 
 def _pct(x: np.ndarray) -> tuple[float, float]:
@@ -294,25 +378,19 @@ def main() -> None:
 
     rows = []
     for batch in (1, args.batch):
-        raw, bare, codec, proto, size = ring_hop(args.hop_msgs, args.blocks, args.bs, batch)
-        rows.append((f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}", size, raw, bare, codec, proto))
-    raw, bare, codec, proto, size = broadcast(args.bcast_msgs, args.blocks, args.subscribers, args.interval_us / 1e6)
-    rows.append((f"broadcast 1 -> {args.subscribers}, SCALAR_D", size, raw, bare, codec, proto))
+        lat, size = ring_hop(args.hop_msgs, args.blocks, args.bs, batch)
+        rows.append((f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}", size, lat))
+    lat, size = broadcast(args.bcast_msgs, args.blocks, args.subscribers, args.interval_us / 1e6)
+    rows.append((f"broadcast 1 -> {args.subscribers}, SCALAR_D", size, lat))
     print("| one-way latency (µs) | bytes | raw p50 | raw p99 | raw+msgpack p50 | raw+codec p50 | protocol p50 "
           "| protocol p99 | ratio p50 | ratio p99 | n |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, size, raw, bare, codec, proto in rows:
-        (r50, r99), (p50, p99) = _pct(raw), _pct(proto)
-        b50, c50 = (f"{_pct(x)[0]:.1f}" if len(x) else "—" for x in (bare, codec))
+    for name, size, lat in rows:
+        (r50, r99), (p50, p99) = _pct(lat["raw"]), _pct(lat["proto"])
+        b50, c50 = (f"{_pct(lat[k])[0]:.1f}" if k in lat else "—" for k in ("msgpack", "codec"))
         print(f"| {name} | {size} | {r50:.1f} | {r99:.1f} | {b50} | {c50} | {p50:.1f} | {p99:.1f} | "
-              f"{p50 / r50:.2f} | {p99 / r99:.2f} | {len(proto)} |")  # fmt: skip
-    print(
-        "\nlatency goal: protocol / raw <= 1.5 (p50). raw = pyzmq send/recv of a frame of the same size; "
-        "raw+msgpack = the same sockets carrying a bare msgpack.packb/unpackb of the same fields (the floor of "
-        "a msgpack codec); raw+codec = the same sockets carrying encode(env) / decode(frame); "
-        "protocol = RingNode/BroadcastNode "
-        "(encode, send, recv, decode + validation, sequence tracking, CSV log on both sides)."
-    )
+              f"{p50 / r50:.2f} | {p99 / r99:.2f} | {len(lat['proto'])} |")  # fmt: skip
+    print(LEGEND)
     print(f"total {time.monotonic() - t0:.1f} s")
 
 
