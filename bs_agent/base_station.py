@@ -22,15 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bs_agent.nets import init_networks, mlp_forward_cache, mlp_jvp, mlp_vjp
+from bs_agent.nets import flat_cat, init_networks, mlp_forward_cache, mlp_jvp, mlp_vjp, unflat
 from bs_agent.state import act_dim, local_csi, obs_dim, relative_powers
-from bs_agent.trpo import (
-    flat_grad,
-    flat_params,
-    gaussian_kl,
-    gaussian_log_prob,
-    set_flat_params,
-)
+from bs_agent.trpo import flat_params, gaussian_kl, gaussian_log_prob, set_flat_params
 
 
 def wire_round(x: np.ndarray) -> np.ndarray:
@@ -59,6 +53,11 @@ class AgentSpec:
         return act_dim(self.scheme, self.B, self.K)
 
 
+def _param_key(module: torch.nn.Module) -> tuple[int, ...]:
+    """Changes whenever a parameter is written in place (torch's version counters): cache validity."""
+    return tuple(p._version for p in module.parameters())
+
+
 class BaseStation:
     """A BS (or, with ``scheme='centralized'``, the central agent)."""
 
@@ -78,7 +77,11 @@ class BaseStation:
         self.a: torch.Tensor | None = None       # [M, A] sampled (unclipped) power fractions
         self.mu_old = self.log_std_old = self.logp_old = None
         self.weights: torch.Tensor | None = None  # [M] gamma^n A
-        self._kl_grad: torch.Tensor | None = None
+        self._pcache: list | None = None          # forward cache of the policy at the current theta, all M slots
+        self._pout: torch.Tensor | None = None    # [M, 2A] its output (mu, log-std)
+        self._vcache: list | None = None          # same for the value network at the current phi
+        self._vout: torch.Tensor | None = None
+        self._acted: np.ndarray | None = None     # [M] slots whose act() forward is in _pcache
 
     # ---------------------------------------------------------------- parameters
     def get_policy_params(self) -> torch.Tensor:
@@ -89,10 +92,11 @@ class BaseStation:
 
     def set_policy_params(self, theta: torch.Tensor) -> None:
         set_flat_params(self.policy, torch.as_tensor(theta, dtype=self.dtype))
-        self._kl_grad = None
+        self._pcache = self._pout = self._acted = None
 
     def set_value_params(self, phi: torch.Tensor) -> None:
         set_flat_params(self.value, torch.as_tensor(phi, dtype=self.dtype))
+        self._vcache = self._vout = None
 
     def get_rng_state(self) -> torch.Tensor:
         return self.gen.get_state()
@@ -122,18 +126,56 @@ class BaseStation:
     def act(self, rows: np.ndarray | None = None, extra: np.ndarray | None = None) -> np.ndarray:
         """Decide the powers of slots ``rows`` (all when None); ``extra`` [len(rows), ...] is appended to
         the CSI (round-robin: the relative powers and flags). Returns power fractions clipped to [0, 1]
-        (eq. 9), [len(rows), A]."""
+        (eq. 9), [len(rows), A]. The forward pass is kept (per slot) so that pi_old is not recomputed."""
         assert self.csi is not None and self.obs is not None and self.a is not None and self.eps is not None
-        idx = np.arange(self.csi.shape[0]) if rows is None else np.asarray(rows)
+        M = self.csi.shape[0]
+        idx = np.arange(M) if rows is None else np.asarray(rows)
         parts = [self.csi[idx]] if extra is None else [self.csi[idx], np.asarray(extra, dtype=np.float32)]
         s = torch.as_tensor(np.concatenate(parts, axis=1), dtype=self.dtype)
         t_idx = torch.as_tensor(idx, dtype=torch.long)
         with torch.no_grad():
-            mu, log_std = self.policy(s)
+            out, cache = mlp_forward_cache(self.policy.body, s)
+            mu, log_std = out[:, :self.spec.act_dim], out[:, self.spec.act_dim:]
             a = mu + torch.exp(log_std) * self.eps[t_idx]
         self.obs[t_idx] = s
         self.a[t_idx] = a
+        self._keep_act_cache(idx, t_idx, out, cache)
         return torch.clamp(a, 0.0, 1.0).numpy().astype(np.float64)
+
+    def _keep_act_cache(self, idx: np.ndarray, t_idx: torch.Tensor, out: torch.Tensor, cache: list) -> None:
+        M = self.obs.shape[0]
+        key = _param_key(self.policy)
+        if self._acted is None or self._pkey != key:
+            if idx.size == M:                       # all slots at once: keep the tensors as they are
+                self._pout, self._pcache, self._acted, self._pkey = out, cache, np.ones(M, bool), key
+                return
+            self._pout = out.new_zeros(M, out.shape[1])
+            self._pcache = [(h.new_zeros(M, h.shape[1]), None if d is None else d.new_zeros(M, d.shape[1]))
+                            for h, d in cache]
+            self._acted, self._pkey = np.zeros(M, bool), key
+        self._pout[t_idx] = out
+        for (H, Dc), (h, d) in zip(self._pcache, cache, strict=True):
+            H[t_idx] = h
+            if Dc is not None:
+                Dc[t_idx] = d
+        self._acted[idx] = True
+
+    def _policy_cache(self) -> tuple[torch.Tensor, list]:
+        """(output [M, 2A], forward cache) of the policy at the CURRENT parameters on this batch."""
+        key = _param_key(self.policy)
+        if self._pcache is None or self._pkey != key or not bool(self._acted.all()):
+            with torch.no_grad():
+                self._pout, self._pcache = mlp_forward_cache(self.policy.body, self.obs)
+            self._acted, self._pkey = np.ones(self.obs.shape[0], bool), key
+        return self._pout, self._pcache
+
+    def _value_cache(self) -> tuple[torch.Tensor, list]:
+        key = _param_key(self.value)
+        if self._vcache is None or self._vkey != key:
+            with torch.no_grad():
+                self._vout, self._vcache = mlp_forward_cache(self.value.body, self.obs)
+            self._vkey = key
+        return self._vout, self._vcache
 
     def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int) -> None:
         """Round-robin pass n (in place on the token): act on the slots where this BS is at step n,
@@ -149,11 +191,13 @@ class BaseStation:
         decided[rows, b] = True
 
     def finish_acting(self) -> np.ndarray:
-        """Freeze pi_old on the batch; returns V(s) [M] of the current critic."""
+        """Freeze pi_old on the batch (from the forward pass of acting); returns V(s) [M] of the critic."""
+        out, _ = self._policy_cache()
+        A = self.spec.act_dim
+        self.mu_old, self.log_std_old = out[:, :A], out[:, A:]
         with torch.no_grad():
-            self.mu_old, self.log_std_old = self.policy(self.obs)
             self.logp_old = gaussian_log_prob(self.a, self.mu_old, self.log_std_old)
-            return self.value(self.obs).double().numpy()
+        return self._value_cache()[0].squeeze(-1).double().numpy()
 
     def mean_action(self) -> np.ndarray:
         """Deterministic powers (the mean, clipped) for evaluation, all slots, [M, A] fractions."""
@@ -167,49 +211,39 @@ class BaseStation:
         self.weights = torch.as_tensor(np.asarray(weights), dtype=self.dtype)
 
     def policy_gradient(self) -> torch.Tensor:
-        """Share of eq. (18): sum_m w_m grad log pi(a_m|s_m), flat."""
-        mu, log_std = self.policy(self.obs)
-        logp = gaussian_log_prob(self.a, mu, log_std)
-        return flat_grad((self.weights * logp).sum(), self.policy.parameters()).detach()
+        """Share of eq. (18): sum_m w_m grad log pi(a_m|s_m), flat. Backward pass by hand on the cached
+        forward: d log N(a; mu, s^2)/d mu = z/s, d/d log s = z^2 - 1 with z = (a - mu)/s."""
+        out, cache = self._policy_cache()
+        A = self.spec.act_dim
+        with torch.no_grad():
+            inv_std = torch.exp(-out[:, A:])
+            z = (self.a - out[:, :A]) * inv_std
+            w = self.weights[:, None]
+            u = torch.cat([w * z * inv_std, w * (z * z - 1.0)], dim=1)
+            return flat_cat(mlp_vjp(self.policy.body, cache, u))
 
     def fisher_vector_product(self, v: torch.Tensor) -> torch.Tensor:
         """Share of eq. (15)/(19): (Hessian of sum_m KL(pi_old || pi_theta) at theta = theta_old) v.
 
         At theta = theta_old the KL Hessian is the Gauss-Newton form J^T D J (J: Jacobian of the
         network outputs (mu, log-std) w.r.t. theta; D = diag(1/sigma^2, 2) the Gaussian's Fisher in
-        those outputs), computed with one tangent pass and one backward pass on a cached forward."""
+        those outputs), computed with one tangent pass and one backward pass on the cached forward."""
         v = torch.as_tensor(v, dtype=self.dtype)
-        if self._kl_grad is None:
-            with torch.no_grad():
-                _, cache = mlp_forward_cache(self.policy.body, self.obs)
-                D = torch.cat([torch.exp(-2.0 * self.log_std_old), torch.full_like(self.log_std_old, 2.0)], -1)
-            self._kl_grad = (cache, D)
-        cache, D = self._kl_grad
-        shapes = [p.shape for p in self.policy.parameters()]
-        parts, i = [], 0
-        for s in shapes:
-            k = s.numel()
-            parts.append(v[i:i + k].view(s))
-            i += k
+        _, cache = self._policy_cache()
+        ls = self.log_std_old
         with torch.no_grad():
-            Jv = mlp_jvp(self.policy.body, cache, parts)
-            return torch.cat([g.reshape(-1) for g in mlp_vjp(self.policy.body, cache, D * Jv)])
+            D = torch.cat([torch.exp(-2.0 * ls), torch.full_like(ls, 2.0)], -1)
+            Jv = mlp_jvp(self.policy.body, cache, unflat(v, list(self.policy.parameters())))
+            return flat_cat(mlp_vjp(self.policy.body, cache, Jv.mul_(D)))
 
     def surrogate_kl(self, theta: torch.Tensor) -> tuple[float, float]:
         """Shares of eq. (12) (as L(theta') - L(theta)) and of the KL of eq. (23) at candidate theta'.
         The BS's own parameters are left as they were."""
-        from torch.func import functional_call
-
         theta = torch.as_tensor(theta, dtype=self.dtype)
-        names = [n for n, _ in self.policy.named_parameters()]
-        shapes = [p.shape for p in self.policy.parameters()]
-        params, i = {}, 0
-        for n, s in zip(names, shapes):
-            k = int(np.prod(s))
-            params[n] = theta[i:i + k].view(s)
-            i += k
+        A = self.spec.act_dim
         with torch.no_grad():
-            mu, log_std = functional_call(self.policy, params, (self.obs,))
+            out, _ = mlp_forward_cache(self.policy.body, self.obs, unflat(theta, list(self.policy.parameters())))
+            mu, log_std = out[:, :A], out[:, A:]
             logp = gaussian_log_prob(self.a, mu, log_std)
             surr = (self.weights * (torch.exp(logp - self.logp_old) - 1.0)).sum()
             kl = gaussian_kl(self.mu_old, self.log_std_old, mu, log_std).sum()
@@ -218,8 +252,11 @@ class BaseStation:
     def value_gradient(self, returns: np.ndarray) -> tuple[torch.Tensor, float]:
         """Critic share: (grad_phi sum_m (V(s_m) - G_m)^2, the loss sum). Policy parameters untouched."""
         G = torch.as_tensor(np.asarray(returns), dtype=self.dtype)
-        loss = ((self.value(self.obs) - G) ** 2).sum()
-        return flat_grad(loss, self.value.parameters()).detach(), float(loss.detach())
+        out, cache = self._value_cache()
+        with torch.no_grad():
+            r = out.squeeze(-1) - G
+            grad = flat_cat(mlp_vjp(self.value.body, cache, (2.0 * r)[:, None]))
+            return grad, float((r * r).sum())
 
     def n_samples(self) -> int:
         return 0 if self.obs is None else int(self.obs.shape[0])

@@ -68,44 +68,70 @@ def init_networks(obs_dim: int, act_dim: int, hidden: int, layers: int, init_log
 
 
 # ---------------------------------------------------------------- fast Gauss-Newton products
-def mlp_forward_cache(body: nn.Sequential, s: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """Forward through Linear/ELU layers keeping (input, elu'(z)) of every Linear for products."""
+# A cache is [(h_in, elu'(z)) per Linear] of one forward pass (elu' is None for the output layer); with it
+# J v (one tangent pass) and J^T u (one backward pass) cost a few matmuls each and no autograd graph.
+def linears(body: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in body if isinstance(m, nn.Linear)]
+
+
+def mlp_forward_cache(body: nn.Sequential, s: torch.Tensor,
+                      params: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list]:
+    """Forward through Linear/ELU layers keeping (input, elu'(z)) of every Linear for products.
+    ``params`` (W, b per Linear, in parameters() order) replaces the module's own parameters."""
+    lins = linears(body)
+    params = params if params is not None else [t for m in lins for t in (m.weight, m.bias)]
     cache = []
     h = s
-    mods = list(body)
-    for i, m in enumerate(mods):
-        if isinstance(m, nn.Linear):
-            z = torch.nn.functional.linear(h, m.weight, m.bias)
-            act = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ELU)
-            dact = torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0.0))) if act else None
-            cache.append((h, dact))
-            h = torch.nn.functional.elu(z) if act else z
+    for j in range(len(lins)):
+        z = torch.addmm(params[2 * j + 1], h, params[2 * j].t())
+        if j + 1 < len(lins):                       # hidden layer: ELU, eq. (24)
+            y = torch.nn.functional.elu(z)
+            cache.append((h, torch.clamp(y, max=0.0).add_(1.0)))   # elu'(z) = 1 (z > 0), e^z = y + 1 (z <= 0)
+            h = y
+        else:
+            cache.append((h, None))
+            h = z
     return h, cache
 
 
 def mlp_jvp(body: nn.Sequential, cache: list, dparams: list[torch.Tensor]) -> torch.Tensor:
     """J v: derivative of the network output along parameter direction ``dparams`` (W, b per Linear)."""
-    lins = [m for m in body if isinstance(m, nn.Linear)]
     dh = None
-    for j, (m, (h, dact)) in enumerate(zip(lins, cache)):
-        dW, db = dparams[2 * j], dparams[2 * j + 1]
-        dz = h @ dW.T + db
+    for j, (m, (h, dact)) in enumerate(zip(linears(body), cache, strict=True)):
+        dz = torch.addmm(dparams[2 * j + 1], h, dparams[2 * j].t())
         if dh is not None:
-            dz = dz + dh @ m.weight.T
-        dh = dz * dact if dact is not None else dz
+            dz.addmm_(dh, m.weight.t())
+        dh = dz.mul_(dact) if dact is not None else dz
     return dh
 
 
 def mlp_vjp(body: nn.Sequential, cache: list, u: torch.Tensor) -> list[torch.Tensor]:
     """J^T u: gradient of <u, output> w.r.t. (W, b) of every Linear, in parameters() order."""
-    lins = [m for m in body if isinstance(m, nn.Linear)]
+    lins = linears(body)
     grads: list[torch.Tensor] = []
     delta = u
     for j in range(len(lins) - 1, -1, -1):
         h, dact = cache[j]
         if dact is not None:
             delta = delta * dact
-        grads = [delta.T @ h, delta.sum(0)] + grads
+        grads += [delta.sum(0), torch.mm(delta.t(), h)]     # b, W (reversed below)
         if j > 0:
-            delta = delta @ lins[j].weight
+            delta = torch.mm(delta, lins[j].weight)
+    grads.reverse()
     return grads
+
+
+def flat_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in parts])
+
+
+def unflat(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of a flat vector shaped like ``like`` (parameters() order)."""
+    out, i = [], 0
+    for p in like:
+        n = p.numel()
+        out.append(flat[i:i + n].view(p.shape))
+        i += n
+    if i != flat.numel():
+        raise ValueError(f"flat vector has {flat.numel()} entries, expected {i}")
+    return out

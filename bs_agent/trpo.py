@@ -45,7 +45,8 @@ def flat_grad(y: torch.Tensor, params: Iterable[torch.Tensor], create_graph: boo
     """d y / d params, flattened (zeros for parameters ``y`` does not depend on)."""
     params = list(params)
     grads = torch.autograd.grad(y, params, create_graph=create_graph, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                      for g, p in zip(grads, params, strict=True)])
 
 
 # ---------------------------------------------------------------- Gaussian policy pieces
@@ -68,12 +69,14 @@ class CGResult:
     x: torch.Tensor
     residual: float          # ||b - A x|| at exit
     iterations: int
+    Ax: torch.Tensor | None = None   # A x accumulated alongside x (sum_k alpha_k A p_k): no extra product
 
 
 def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
                        tol: float = 1e-10) -> CGResult:
     """Solve A x = b for symmetric positive-definite A given only x -> A x (Hestenes-Stiefel CG)."""
     x = torch.zeros_like(b)
+    Ax = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rr = torch.dot(r, r)
@@ -85,18 +88,21 @@ def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
         Ap = Avp(p)
         alpha = rr / torch.dot(p, Ap)
         x = x + alpha * p
+        Ax = Ax + alpha * Ap
         r = r - alpha * Ap
         rr_new = torch.dot(r, r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return CGResult(x, float(torch.sqrt(rr)), k)
+    return CGResult(x, float(torch.sqrt(rr)), k, Ax)
 
 
 def trpo_step(g: torch.Tensor, Fvp: Callable[[torch.Tensor], torch.Tensor], delta: float, cg_iters: int,
               cg_tol: float = 1e-10) -> tuple[torch.Tensor, CGResult, float]:
-    """Full step of eq. (20): (dtheta, CG result, x^T F x). Zero step if the gradient vanishes."""
+    """Full step of eq. (20): (dtheta, CG result, x^T F x). Zero step if the gradient vanishes.
+    F x comes from CG's own products (F is linear: F sum_k alpha_k p_k = sum_k alpha_k F p_k), so the
+    scaling costs no extra Fisher-vector product."""
     cg = conjugate_gradient(Fvp, g, cg_iters, cg_tol)
-    xFx = float(torch.dot(cg.x, Fvp(cg.x)))
+    xFx = float(torch.dot(cg.x, cg.Ax))
     if not math.isfinite(xFx) or xFx <= 0.0:
         return torch.zeros_like(g), cg, xFx
     return math.sqrt(2.0 * delta / xFx) * cg.x, cg, xFx

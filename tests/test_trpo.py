@@ -34,7 +34,6 @@ def tiny_bs(scheme="full", M=9, seed=0) -> BaseStation:
     with torch.no_grad():
         set_flat_params(bs.policy, flat_params(bs.policy) + 0.3 * torch.randn(
             flat_params(bs.policy).numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    bs._kl_grad = None
     bs.finish_acting()
     return bs
 
@@ -45,7 +44,7 @@ def as_fn(bs: BaseStation):
 
     def unflat(th):
         out, i = {}, 0
-        for n, s in zip(names, shapes):
+        for n, s in zip(names, shapes, strict=True):
             k = s.numel()
             out[n] = th[i:i + k].view(s)
             i += k
