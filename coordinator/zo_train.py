@@ -30,7 +30,7 @@ from coordinator import zo_config as zc
 from coordinator.zo_air import Air, batch_sum_rate_torch, eval_gains, max_power_sum_rate, rollout_sum_rate
 from coordinator.zo_config import ZOConfig
 from protocol.codec import frame_size
-from protocol.envelope import COORDINATOR, Envelope, Kind
+from protocol.envelope import COORDINATOR, Envelope, Kind, now_ns
 from protocol.links import LinkEmulator, LinkModel
 from protocol.log import MessageLog
 
@@ -89,6 +89,7 @@ class LinksBackend(Protocol):
     def states(self) -> Any: ...
     def load_states(self, states: Any) -> None: ...
     def stats(self) -> list[dict[str, float]]: ...
+    def settle(self, k: list[int]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -99,6 +100,19 @@ def make_agents(cfg: ZOConfig) -> list[ZOLinkAgent]:
     hy = zc.hyper(cfg)
     return [ZOLinkAgent(i, sp[i], hy, cfg.run.seed, cfg.algo.update, tuple(nb[i]), dm)
             for i in range(cfg.scenario.n_links)]
+
+
+def make_agent(cfg: ZOConfig, i: int) -> ZOLinkAgent:
+    """Link i's agent alone (built where it runs, e.g. inside its Ray actor): same as make_agents(cfg)[i]."""
+    nb = zc.neighbours(cfg)
+    return ZOLinkAgent(i, zc.specs(cfg)[i], zc.hyper(cfg), cfg.run.seed, cfg.algo.update, tuple(nb[i]),
+                       zc.d_max(cfg, nb))
+
+
+def wire_seq(k: int) -> int:
+    """Sequence number of d^k on a link of the ray backend's protocol.RingNode (seq 0 of every link
+    is the start barrier's HELLO), so that the in-process log counts the same bytes as the wire."""
+    return k + 1
 
 
 class InprocLinks:
@@ -126,17 +140,18 @@ class InprocLinks:
             sent[i] = (ag.k, ag.end_iteration(u[:b1], u[b1:]))
         for i in links:                                        # the exchange
             k, entries = sent[i]
-            env = d_envelope(i, k, entries, t, self.graph, seq=k)
-            nbytes = frame_size(env)
+            env = d_envelope(i, k, entries, t, self.graph, seq=wire_seq(k), t_send_ns=now_ns())
+            base = frame_size(env._replace(receiver=0))        # as a RingNode frames it, to receiver r
             for r in self.agents[i].neighbours:
+                nbytes = base if r < 128 else frame_size(env._replace(receiver=r))   # msgpack fixint < 128
                 self.log.record_sent(env, nbytes, receiver=r)
                 self.exchange.add(1, len(entries), nbytes)
                 dec = self.emulator.decide(i, r, t)
                 if dec.dropped:
-                    self.log.record_dropped(env, nbytes, receiver=r, t_ns=0, delay_slots=dec.delay)
+                    self.log.record_dropped(env, nbytes, receiver=r, t_ns=now_ns(), delay_slots=dec.delay)
                     self.exchange.dropped += 1
                     continue
-                self.log.record_received(env, nbytes, receiver=r, t_recv_ns=0, delay_slots=dec.delay)
+                self.log.record_received(env, nbytes, receiver=r, t_recv_ns=now_ns(), delay_slots=dec.delay)
                 self.agents[r].deliver(entries, dec.due)
         return {i: self.agents[i].update(t) for i in links}    # Algorithm 1 step 7
 
@@ -150,6 +165,9 @@ class InprocLinks:
 
     def stats(self) -> list[dict[str, float]]:
         return [dict(a.stats) for a in self.agents]
+
+    def settle(self, k: list[int]) -> None:
+        """Nothing in flight: every message's fate was decided when it was sent."""
 
     def close(self) -> None:
         pass
@@ -232,8 +250,13 @@ class ZOProposed:
         n = min(self.hist.shape[0], self.B)
         self.last_sum_rate = float(self.hist[-n:].sum(axis=1).mean())
 
+    def finish(self) -> None:
+        """End of training: messages still in flight are received and logged (ray backend)."""
+        self.links.settle(list(self.k))
+
     # ---- checkpoint ----
     def state(self) -> dict[str, Any]:
+        self.links.settle(list(self.k))       # messages in flight become part of the receivers' state
         return {"air": self.air.state(), "links": self.links.states(), "k": list(self.k),
                 "switched": list(self.switched), "hist": self.hist.copy(), "hist_t0": self.hist_t0,
                 "sched": [(a.copy(), b.copy()) for a, b in self.sched], "exchange": vars(self.exchange).copy()}
@@ -365,6 +388,9 @@ class FirstOrder:
     def diagnostics(self) -> dict[str, float]:
         return {}
 
+    def finish(self) -> None:
+        """Nothing in flight."""
+
 
 # ---------------------------------------------------------------- one run, any method
 
@@ -409,4 +435,5 @@ def train(cfg: ZOConfig, trainer, evaluator: Evaluator, iterations: int,
                 on_row(row)
         if on_checkpoint is not None and (it % cfg.run.checkpoint_every == 0 or it == iterations):
             on_checkpoint(it)
+    trainer.finish()
     return row

@@ -27,7 +27,8 @@ def test_inproc_equals_ray_in_logical_time(ray_session, algo):
 
     cfg = _cfg(**algo)
     ex_a, ex_b = Exchange(), Exchange()
-    a = make_trainer(cfg, MessageLog(None), ex_a)
+    log_a = MessageLog(None)
+    a = make_trainer(cfg, log_a, ex_a)
     train(cfg, a, Evaluator(cfg), cfg.run.iterations)
     log_b = MessageLog(None)
     links = RayLinks(cfg, log_b, ex_b)
@@ -38,4 +39,41 @@ def test_inproc_equals_ray_in_logical_time(ray_session, algo):
         links.close()
     for x, y in zip(a.thetas(), b.thetas(), strict=True):
         assert np.array_equal(x, y)
-    assert (ex_a.messages, ex_a.scalars, ex_a.bytes) == (ex_b.messages, ex_b.scalars, ex_b.bytes)
+    assert (ex_a.messages, ex_a.scalars, ex_a.bytes, ex_a.dropped) == (ex_b.messages, ex_b.scalars, ex_b.bytes,
+                                                                         ex_b.dropped)
+    # the ray log holds the d rows the sockets logged (plus the start barrier's HELLOs): same per-kind
+    # counts and bytes of sent, received and dropped d messages as the in-process log
+    kinds_a, kinds_b = log_a.summary()["per_kind"], log_b.summary()["per_kind"]
+    d_kinds = [k for k in ("SCALAR_D", "RELAY_D") if k in kinds_a]
+    assert d_kinds and all({e: v for e, v in kinds_a[k].items() if e != "latency_ns"}
+                           == {e: v for e, v in kinds_b[k].items() if e != "latency_ns"}
+                           for k in d_kinds)
+    hello = kinds_b["HELLO"]
+    assert hello["sent"]["count"] == hello["received"]["count"] == ex_b.messages // cfg.run.iterations
+    assert kinds_b[d_kinds[0]]["latency_ns"]["count"] > 0          # rows carry send and receive times
+
+
+def test_ray_resume_from_checkpoint_equals_uninterrupted_inproc(ray_session):
+    """A checkpoint taken mid-run (messages in flight are settled into it) resumes on fresh actors."""
+    import copy
+
+    from coordinator.zo_ray import RayLinks
+
+    cfg = _cfg(update="async", asynchrony=40.0, delay_kind="uniform", jitter=3.0, drop_prob=0.2)
+    ref = make_trainer(cfg, MessageLog(None), Exchange())
+    train(cfg, ref, Evaluator(cfg), 8)
+    states = []
+    for stop in (4, 8):
+        log, ex = MessageLog(None), Exchange()
+        links = RayLinks(cfg, log, ex)
+        try:
+            tr = make_trainer(cfg, log, ex, links)
+            if states:
+                tr.load_state(copy.deepcopy(states[-1]))
+            train(cfg, tr, Evaluator(cfg), stop)
+            states.append(tr.state())
+        finally:
+            links.close()
+    for x, y in zip(ref.thetas(), tr.thetas(), strict=True):
+        assert np.array_equal(x, y)
+    assert ex.dropped == ref.exchange.dropped > 0
