@@ -2,14 +2,16 @@
 
     load(gains_norm, stochastic)      scatter each agent its local CSI for the M slots
     act_all()                         every agent acts on all its slots  -> [M, L] power fractions
-    act_round_robin(position)         B passes of the power token over the ring -> [M, L]
-    finish()                          freeze pi_old, return V(s) per agent
-    set_weights(w), policy_gradient(), fvp(v), surrogate_kl(theta), value_gradient(G)
+    act_round_robin(position, it, run_id) B passes of the power token over the ring -> ([M, L], hop rows)
+    start_learning(returns, step_w)   freeze pi_old, A = G - V(s), weights gamma^n A, share of eq. (18)
+    fvp(v), surrogate_kl(theta)       shares of eq. (19) and of eqs. (22)-(23)
+    value_round(theta, phi)           (optionally set theta / phi, then) the critic's gradient share
     set_policy(theta), set_value(phi), rng_states(), set_rng_states()
 
-:class:`InprocBackend` holds the :class:`~bs_agent.base_station.BaseStation` objects in this process;
-:class:`coordinator.ray_backend.RayBackend` holds them in Ray actors and passes the round-robin token
-over ZeroMQ. The math is the same code in both.
+Vectors travel as numpy arrays. Every call runs :class:`AgentOps` — the inproc backend in this
+process, :class:`coordinator.ray_backend.RayBackend` inside its actors — so the math of the two is
+one code path and their numbers are equal bit for bit. Phases are fused so that the ray backend
+makes one round trip per phase.
 """
 
 from __future__ import annotations
@@ -20,11 +22,108 @@ import numpy as np
 import torch
 
 from bs_agent.base_station import AgentSpec, BaseStation
+from bs_agent.state import local_csi
+from coordinator.run_messages import Row
+from protocol import RECEIVED, SENT, Envelope, Kind, frame_size, now_ns
 
 
 def agent_ids(spec: AgentSpec) -> list[int]:
     """Agent ids: BS indices 0..B-1, or the single central agent (id 0) for the centralized scheme."""
     return [0] if spec.scheme == "centralized" else list(range(spec.B))
+
+
+def agent_csi(spec: AgentSpec, gains_norm: np.ndarray, agent: int) -> np.ndarray:
+    """What agent ``agent`` observes of the normalised gains [M, L, B]: its local CSI, or the full
+    (uploaded) CSI for the central agent."""
+    if spec.scheme == "centralized":
+        return gains_norm.reshape(gains_norm.shape[0], -1)
+    return local_csi(gains_norm, agent, spec.K)
+
+
+def token_payload(p_frac: np.ndarray, decided: np.ndarray) -> dict[str, np.ndarray]:
+    """The round-robin token on the wire: powers so far [M, L] (float32), decided flags [M, B]."""
+    return {"p": p_frac.astype(np.float32), "decided": decided.astype(np.int64)}
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().numpy()
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    """A tensor view of ``x`` (a copy if ``x`` is read-only, e.g. an array Ray handed over)."""
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
+class AgentOps:
+    """One agent's part of every phase of an iteration (numpy in, numpy out), around a
+    :class:`~bs_agent.base_station.BaseStation`."""
+
+    def __init__(self, bs_id: int, spec: AgentSpec, sample_seed: int) -> None:
+        self.bs = BaseStation(bs_id, spec, sample_seed)
+        self.returns: np.ndarray | None = None  # G of this agent's samples, kept for the critic rounds
+
+    # ---- parameters and state
+    def initial_params(self) -> tuple[np.ndarray, np.ndarray]:
+        return _np(self.bs.get_policy_params()), _np(self.bs.get_value_params())
+
+    def set_policy(self, theta: np.ndarray) -> None:
+        self.bs.set_policy_params(_t(theta))
+
+    def set_value(self, phi: np.ndarray) -> None:
+        self.bs.set_value_params(_t(phi))
+
+    def rng_state(self) -> torch.Tensor:
+        return self.bs.get_rng_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.bs.set_rng_state(state)
+
+    # ---- acting
+    def load(self, csi: np.ndarray, stochastic: bool = True) -> None:
+        self.bs.load_csi(csi, stochastic)
+
+    def act(self) -> np.ndarray:
+        return self.bs.act()
+
+    def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int) -> None:
+        self.bs.rr_pass(p_frac, decided, position, n)
+
+    # ---- learning shares
+    def start_learning(self, returns: np.ndarray, step_w: np.ndarray) -> np.ndarray:
+        """Freeze pi_old, advantages A = G - V(s) with this BS's critic, weights gamma^n A, and the
+        share of eq. (18). ``returns`` G and ``step_w`` gamma^n are [M] float64."""
+        V = self.bs.finish_acting()
+        self.returns = returns
+        self.bs.set_weights(step_w * (returns - V))
+        return _np(self.bs.policy_gradient())
+
+    def fvp(self, v: np.ndarray) -> np.ndarray:
+        return _np(self.bs.fisher_vector_product(_t(v)))
+
+    def surrogate_kl(self, theta: np.ndarray) -> tuple[float, float]:
+        return self.bs.surrogate_kl(_t(theta))
+
+    def value_round(self, theta: np.ndarray | None = None, phi: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Take the broadcast parameters (if given), then the critic share at the stored returns."""
+        if theta is not None:
+            self.set_policy(theta)
+        if phi is not None:
+            self.set_value(phi)
+        if self.returns is None:
+            raise RuntimeError(f"agent {self.bs.bs_id}: value_round before start_learning")
+        grad, loss = self.bs.value_gradient(self.returns)
+        return _np(grad), loss
+
+
+def ring_hop(rows: list[Row], seqs: dict[tuple[int, int], int], sender: int, receiver: int, iteration: int,
+             payload: dict[str, np.ndarray], run_id: str) -> None:
+    """An in-process hop of the token, logged as a socket logs it (sent, received; per-link seq)."""
+    seq = seqs.get((sender, receiver), 0)
+    seqs[(sender, receiver)] = seq + 1
+    t = now_ns()
+    n = frame_size(Envelope(Kind.POWER_VECTOR, sender, receiver, iteration, seq, payload, run_id, t))
+    rows.append((SENT, int(Kind.POWER_VECTOR), sender, receiver, iteration, seq, n, t, 0, 0, 0))
+    rows.append((RECEIVED, int(Kind.POWER_VECTOR), sender, receiver, iteration, seq, n, t, now_ns(), 0, 0))
 
 
 class InprocBackend:
@@ -34,71 +133,66 @@ class InprocBackend:
 
     def __init__(self, spec: AgentSpec, sample_seeds: Sequence[int]) -> None:
         self.spec = spec
-        self.agents = [BaseStation(i, spec, s) for i, s in zip(agent_ids(spec), sample_seeds)]
+        self.agents = [AgentOps(i, spec, s) for i, s in zip(agent_ids(spec), sample_seeds, strict=True)]
+        self._seqs: dict[tuple[int, int], int] = {}
 
     # ---- parameters
-    def set_policy(self, theta: torch.Tensor) -> None:
+    def set_policy(self, theta: np.ndarray) -> None:
         for a in self.agents:
-            a.set_policy_params(theta)
+            a.set_policy(theta)
 
-    def set_value(self, phi: torch.Tensor) -> None:
+    def set_value(self, phi: np.ndarray) -> None:
         for a in self.agents:
-            a.set_value_params(phi)
+            a.set_value(phi)
 
-    def initial_params(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.agents[0].get_policy_params(), self.agents[0].get_value_params()
+    def initial_params(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.agents[0].initial_params()
 
     def rng_states(self) -> list[torch.Tensor]:
-        return [a.gen.get_state() for a in self.agents]
+        return [a.rng_state() for a in self.agents]
 
     def set_rng_states(self, states: Sequence[torch.Tensor]) -> None:
-        for a, s in zip(self.agents, states):
-            a.gen.set_state(s)
+        for a, s in zip(self.agents, states, strict=True):
+            a.set_rng_state(s)
 
     # ---- acting
     def load(self, gains_norm: np.ndarray, stochastic: bool = True) -> None:
-        for a in self.agents:
-            a.load_gains(gains_norm, stochastic)
+        for i, a in zip(agent_ids(self.spec), self.agents, strict=True):
+            a.load(agent_csi(self.spec, gains_norm, i), stochastic)
 
     def act_all(self) -> np.ndarray:
-        if self.spec.scheme == "centralized":
-            return self.agents[0].act()
-        return np.concatenate([a.act() for a in self.agents], axis=1)
+        out = [a.act() for a in self.agents]
+        return out[0] if self.spec.scheme == "centralized" else np.concatenate(out, axis=1)
 
-    def act_round_robin(self, position: np.ndarray) -> np.ndarray:
+    def act_round_robin(self, position: np.ndarray, iteration: int = 0, run_id: str = "",
+                        log_hops: bool = True) -> tuple[np.ndarray, list[Row]]:
         """position [M, B]: step of BS b in slot m's order. The token (powers so far, flags) goes around
-        the ring 0 -> 1 -> ... -> B-1 B times; on pass n each BS fills the slots where it is step n."""
+        the ring 0 -> 1 -> ... -> B-1 B times; on pass n each BS fills the slots where it is step n.
+        Returns the powers and the B*B - 1 hops as log rows (the last BS keeps the final token)."""
         M, B = position.shape
         p_frac = np.zeros((M, B * self.spec.K))
         decided = np.zeros((M, B), dtype=bool)
+        rows: list[Row] = []
         for n in range(B):
-            for a in self.agents:
-                a.rr_pass(p_frac, decided, position[:, a.bs_id], n)
-        return p_frac
-
-    def mean_actions(self, position: np.ndarray | None = None) -> np.ndarray:
-        """Deterministic evaluation (stochastic=False load): same flows with zero noise."""
-        return self.act_all() if position is None else self.act_round_robin(position)
-
-    def finish(self) -> list[np.ndarray]:
-        return [a.finish_acting() for a in self.agents]
+            for b, a in enumerate(self.agents):
+                a.rr_pass(p_frac, decided, position[:, b], n)
+                if log_hops and not (n == B - 1 and b == B - 1):
+                    ring_hop(rows, self._seqs, b, (b + 1) % B, iteration, token_payload(p_frac, decided), run_id)
+        return p_frac, rows
 
     # ---- learning shares
-    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        for a, w in zip(self.agents, weights):
-            a.set_weights(w)
+    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [a.start_learning(G, w) for a, G, w in zip(self.agents, returns, step_w, strict=True)]
 
-    def policy_gradient(self) -> list[torch.Tensor]:
-        return [a.policy_gradient() for a in self.agents]
+    def fvp(self, v: np.ndarray) -> list[np.ndarray]:
+        return [a.fvp(v) for a in self.agents]
 
-    def fvp(self, v: torch.Tensor) -> list[torch.Tensor]:
-        return [a.fisher_vector_product(v) for a in self.agents]
-
-    def surrogate_kl(self, theta: torch.Tensor) -> list[tuple[float, float]]:
+    def surrogate_kl(self, theta: np.ndarray) -> list[tuple[float, float]]:
         return [a.surrogate_kl(theta) for a in self.agents]
 
-    def value_gradient(self, returns: Sequence[np.ndarray]) -> list[tuple[torch.Tensor, float]]:
-        return [a.value_gradient(G) for a, G in zip(self.agents, returns)]
+    def value_round(self, theta: np.ndarray | None = None, phi: np.ndarray | None = None
+                    ) -> list[tuple[np.ndarray, float]]:
+        return [a.value_round(theta, phi) for a in self.agents]
 
     def close(self) -> None:
         pass

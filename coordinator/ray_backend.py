@@ -1,7 +1,10 @@
 """The ray backend: one Ray actor per agent (a thin wrapper around
-:class:`~bs_agent.base_station.BaseStation`), the round-robin power token passed between the actors
-over a ZeroMQ PUSH/PULL ring (one message per hop carrying the whole batch of slots, encoded with the
-protocol codec), and one Ray call per agent per phase, never per slot.
+:class:`~coordinator.backends.AgentOps`, the code the inproc backend runs), the round-robin power
+token passed between the actors over a :class:`protocol.RingNode` (one message per hop carrying the
+whole batch of slots), and one Ray call per agent per phase, never per slot.
+
+Each actor's ring node records what it really sent and received; the rows come back with the
+``round_robin`` call, so the coordinator logs them even when the run folder is not shared.
 
 Connects to an existing cluster when given an address (or RAY_ADDRESS), otherwise starts an
 embedded local Ray. The numbers equal the inproc backend's in logical time.
@@ -18,8 +21,9 @@ import ray
 import torch
 
 from bs_agent.base_station import AgentSpec
-from bs_agent.state import local_csi
-from coordinator.backends import agent_ids
+from coordinator.backends import AgentOps, agent_csi, agent_ids, token_payload
+from coordinator.run_messages import Row, RowCapture
+from protocol import RECEIVED, Envelope, Kind, RingNode
 
 
 @ray.remote(num_cpus=0)
@@ -28,14 +32,13 @@ class BSActor:
 
     def __init__(self, bs_id: int, spec: AgentSpec, sample_seed: int) -> None:
         torch.set_num_threads(1)
-        from bs_agent.base_station import BaseStation
-
-        self.bs = BaseStation(bs_id, spec, sample_seed)
-        self.ctx = None
-        self.pull = self.push = None
+        self.agent = AgentOps(bs_id, spec, sample_seed)  # (not "ops": cloudpickle would take it for torch.ops)
+        self.bs_id = bs_id
+        self.node: RingNode | None = None
+        self.capture = RowCapture()
 
     def call(self, method: str, *args: Any) -> Any:
-        return getattr(self.bs, method)(*args)
+        return getattr(self.agent, method)(*args)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -45,67 +48,64 @@ class BSActor:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
-    # ---- the ZeroMQ ring (bind first on every actor, then connect to the next)
-    def ring_bind(self, host: str = "127.0.0.1") -> str:
-        from coordinator.zmq_sockets import bind_pull
+    # ---- the ring: bind here (127.0.0.1, or this node's address in cluster mode), report the endpoint
+    def ring_open(self, cluster: bool = False) -> str:
+        host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
+        self.node = RingNode(self.bs_id, host, log=self.capture)
+        return self.node.endpoint
 
-        self.ctx, self.pull, endpoint = bind_pull(host)
-        return endpoint
+    def ring_connect(self, endpoints: dict[int, str]) -> None:
+        assert self.node is not None
+        self.node.connect(endpoints)
 
-    def ring_connect(self, next_endpoint: str) -> None:
-        from coordinator.zmq_sockets import connect_push
-
-        self.push = connect_push(self.ctx, next_endpoint)
-
-    def round_robin(self, position: np.ndarray, M: int, B: int, L: int, iteration: int,
-                    timeout_ms: int = 60_000) -> np.ndarray | None:
-        """B passes of the token around the ring; BS 0 starts from zero power. The last BS of the
-        ring returns the final token (powers) to the coordinator."""
-        from protocol.codec import decode, encode
-        from protocol.envelope import Envelope, Kind, now_ns
-
-        b = self.bs.bs_id
-        seq = 0
+    def round_robin(self, position: np.ndarray, M: int, B: int, L: int, iteration: int, run_id: str = "",
+                    timeout_ms: int = 60_000) -> tuple[np.ndarray | None, list[Row]]:
+        """B passes of the token around the ring b -> b+1; BS 0 starts from zero power. Returns (the
+        final token's powers at the last BS of the ring, else None; the rows this node recorded)."""
+        node, b = self.node, self.bs_id
+        if node is None:
+            raise RuntimeError(f"BS {b}: ring not opened")
         for n in range(B):
             if b == 0 and n == 0:
-                p = np.zeros((M, L))
-                decided = np.zeros((M, B), dtype=bool)
+                p, decided = np.zeros((M, L)), np.zeros((M, B), dtype=bool)
             else:
-                if not self.pull.poll(timeout_ms):
+                env = node.recv(timeout_ms=timeout_ms)
+                if env is None:
                     raise TimeoutError(f"BS {b}: no power token for pass {n} within {timeout_ms} ms")
-                env = decode(self.pull.recv(copy=False).buffer, known_senders=range(B))
                 if env.kind != Kind.POWER_VECTOR or env.iteration != iteration:
-                    raise RuntimeError(f"BS {b}: unexpected message {env.kind} it {env.iteration}")
-                p = env.payload["p"].astype(np.float64)
-                decided = env.payload["decided"].astype(bool)
-            self.bs.rr_pass(p, decided, position, n)
+                    raise RuntimeError(f"BS {b}: unexpected message {env.kind} of iteration {env.iteration}")
+                p, decided = env.payload["p"].astype(np.float64), env.payload["decided"].astype(bool)
+            self.agent.rr_pass(p, decided, position, n)
             if b == B - 1 and n == B - 1:
-                return p
-            seq += 1
-            env = Envelope(Kind.POWER_VECTOR, b, (b + 1) % B, iteration, seq,
-                           {"p": p.astype(np.float32), "decided": decided.astype(np.int64)}, "", now_ns())
-            self.push.send(encode(env), copy=False)
-        return None
+                return p, self.capture.take()
+            node.send((b + 1) % B, Envelope(Kind.POWER_VECTOR, b, (b + 1) % B, iteration, 0,
+                                            token_payload(p, decided), run_id))
+        return None, self.capture.take()
 
     def close(self) -> None:
-        for s in (self.pull, self.push):
-            if s is not None:
-                s.close(0)
-        if self.ctx is not None:
-            self.ctx.term()
+        if self.node is not None:
+            self.node.close()
+            self.node = None
+
+
+def _event_time(row: Row) -> int:
+    return row[8] if row[0] == RECEIVED else row[7]
 
 
 class RayBackend:
-    """Agents as Ray actors; same calls as :class:`coordinator.backends.InprocBackend`."""
+    """Agents as Ray actors; same calls as :class:`coordinator.backends.InprocBackend`.
+
+    ``cluster``: bind the ring to each node's address instead of 127.0.0.1 (default: when this
+    backend connected to an existing cluster by address)."""
 
     name = "ray"
 
     def __init__(self, spec: AgentSpec, sample_seeds: Sequence[int], address: str | None = None,
-                 actor_options: Sequence[dict] | None = None) -> None:
+                 actor_options: Sequence[dict] | None = None, cluster: bool | None = None) -> None:
         self.spec = spec
         self.started_ray = False
+        address = address or os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS")
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             else:
@@ -113,32 +113,36 @@ class RayBackend:
             self.started_ray = True
         ids = agent_ids(spec)
         opts = list(actor_options or [{}] * len(ids))
-        self.actors = [BSActor.options(**o).remote(i, spec, s) for i, s, o in zip(ids, sample_seeds, opts)]
-        self.ring_ready = False
+        self.actors = [BSActor.options(**o).remote(i, spec, s) for i, s, o in zip(ids, sample_seeds, opts, strict=True)]
         if spec.scheme == "partial":
-            eps = ray.get([a.ring_bind.remote() for a in self.actors])
-            ray.get([a.ring_connect.remote(eps[(i + 1) % len(eps)]) for i, a in enumerate(self.actors)])
-            self.ring_ready = True
+            on_cluster = (bool(address) and self.started_ray) if cluster is None else cluster
+            eps = ray.get([a.ring_open.remote(on_cluster) for a in self.actors])
+            ray.get([a.ring_connect.remote(dict(enumerate(eps))) for a in self.actors])
 
     def _all(self, method: str, *args: Any) -> list:
         return ray.get([a.call.remote(method, *args) for a in self.actors])
 
-    def _each(self, method: str, per_agent: Sequence[Any]) -> list:
-        return ray.get([a.call.remote(method, x) for a, x in zip(self.actors, per_agent)])
+    def _each(self, method: str, *per_agent: Sequence[Any]) -> list:
+        return ray.get([a.call.remote(method, *x) for a, *x in zip(self.actors, *per_agent, strict=True)])
+
+    @staticmethod
+    def _put(x: Any) -> Any:
+        """One copy in the object store for a vector broadcast to every actor."""
+        return None if x is None else ray.put(x)
 
     # ---- parameters
-    def set_policy(self, theta: torch.Tensor) -> None:
-        self._all("set_policy_params", ray.put(theta))
+    def set_policy(self, theta: np.ndarray) -> None:
+        self._all("set_policy", self._put(theta))
 
-    def set_value(self, phi: torch.Tensor) -> None:
-        self._all("set_value_params", ray.put(phi))
+    def set_value(self, phi: np.ndarray) -> None:
+        self._all("set_value", self._put(phi))
 
-    def initial_params(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return (ray.get(self.actors[0].call.remote("get_policy_params")),
-                ray.get(self.actors[0].call.remote("get_value_params")))
+    def initial_params(self) -> tuple[np.ndarray, np.ndarray]:
+        theta, phi = ray.get(self.actors[0].call.remote("initial_params"))
+        return np.array(theta), np.array(phi)
 
     def rng_states(self) -> list[torch.Tensor]:
-        return self._all("get_rng_state")
+        return self._all("rng_state")
 
     def set_rng_states(self, states: Sequence[torch.Tensor]) -> None:
         self._each("set_rng_state", states)
@@ -146,43 +150,34 @@ class RayBackend:
     # ---- acting
     def load(self, gains_norm: np.ndarray, stochastic: bool = True) -> None:
         """Scatter each agent ONLY its local CSI (the centralized agent gets the uploaded full CSI)."""
-        if self.spec.scheme == "centralized":
-            ray.get(self.actors[0].call.remote("load_csi", gains_norm.reshape(gains_norm.shape[0], -1),
-                                               stochastic))
-        else:
-            ray.get([a.call.remote("load_csi", local_csi(gains_norm, b, self.spec.K), stochastic)
-                     for b, a in enumerate(self.actors)])
+        ray.get([a.call.remote("load", agent_csi(self.spec, gains_norm, i), stochastic)
+                 for i, a in zip(agent_ids(self.spec), self.actors, strict=True)])
 
     def act_all(self) -> np.ndarray:
         out = self._all("act")
         return out[0] if self.spec.scheme == "centralized" else np.concatenate(out, axis=1)
 
-    def act_round_robin(self, position: np.ndarray) -> np.ndarray:
+    def act_round_robin(self, position: np.ndarray, iteration: int = 0, run_id: str = "",
+                        log_hops: bool = True) -> tuple[np.ndarray, list[Row]]:
         M, B = position.shape
-        it = getattr(self, "_rr_iter", 0)
-        self._rr_iter = it + 1
-        out = ray.get([a.round_robin.remote(position[:, b], M, B, B * self.spec.K, it)
+        out = ray.get([a.round_robin.remote(position[:, b], M, B, B * self.spec.K, iteration, run_id)
                        for b, a in enumerate(self.actors)])
-        return out[-1]
-
-    def finish(self) -> list[np.ndarray]:
-        return self._all("finish_acting")
+        rows = sorted((r for _, rs in out for r in rs), key=_event_time) if log_hops else []
+        return np.array(out[-1][0]), rows
 
     # ---- learning shares
-    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        self._each("set_weights", weights)
+    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self._each("start_learning", returns, step_w)
 
-    def policy_gradient(self) -> list[torch.Tensor]:
-        return self._all("policy_gradient")
+    def fvp(self, v: np.ndarray) -> list[np.ndarray]:
+        return self._all("fvp", self._put(v))
 
-    def fvp(self, v: torch.Tensor) -> list[torch.Tensor]:
-        return self._all("fisher_vector_product", ray.put(v))
+    def surrogate_kl(self, theta: np.ndarray) -> list[tuple[float, float]]:
+        return self._all("surrogate_kl", self._put(theta))
 
-    def surrogate_kl(self, theta: torch.Tensor) -> list[tuple[float, float]]:
-        return self._all("surrogate_kl", ray.put(theta))
-
-    def value_gradient(self, returns: Sequence[np.ndarray]) -> list[tuple[torch.Tensor, float]]:
-        return self._each("value_gradient", returns)
+    def value_round(self, theta: np.ndarray | None = None, phi: np.ndarray | None = None
+                    ) -> list[tuple[np.ndarray, float]]:
+        return self._all("value_round", self._put(theta), self._put(phi))
 
     def node_ids(self) -> list[str]:
         return ray.get([a.node_id.remote() for a in self.actors])

@@ -28,8 +28,9 @@ from bs_agent.base_station import AgentSpec
 from bs_agent.state import GainNorm
 from bs_agent.trpo import end_of_episode_returns, line_search, step_weights, trpo_step
 from coordinator.backends import InprocBackend, agent_ids
-from coordinator.messages import BROADCAST, COORDINATOR, Kind, MessageAccount
+from coordinator.run_messages import COORDINATOR, Kind, RunMessages
 from deploy.config import TrainConfig
+from protocol import now_ns
 from radio.channels import Scenario, expand_gains
 from radio.problem import Problem
 from radio.rates import sum_rate
@@ -73,6 +74,11 @@ def random_positions(rng: np.random.Generator, M: int, B: int) -> np.ndarray:
     return pos
 
 
+def shares_sum(shares: list[np.ndarray]) -> torch.Tensor:
+    """Sum of the agents' shares (one flat vector each), as the coordinator adds them up."""
+    return torch.from_numpy(np.stack(shares)).sum(0)
+
+
 def powers_w(frac: np.ndarray, problem: Problem) -> np.ndarray:
     """Power fractions [n, L] -> watts, clipped to [0, Pmax] and scaled into a per-BS sum limit
     if the problem has one (Fig. 15: rescale so each BS's sum <= its budget)."""
@@ -95,7 +101,7 @@ class TrainState:
 class Trainer:
     """Runs iterations of TRPO (or A2C) on a backend; numbers are identical across backends."""
 
-    def __init__(self, cfg: TrainConfig, backend: Any, log: MessageAccount | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, backend: Any, log: RunMessages | None = None) -> None:
         self.cfg = cfg
         self.scenario = scenario_of(cfg)
         self.spec = agent_spec(cfg)
@@ -103,12 +109,12 @@ class Trainer:
         self.N = 1 if cfg.run.scheme == "centralized" else self.B
         self.norm = GainNorm.of_scenario(self.scenario)
         self.backend = backend
-        self.log = log or MessageAccount()
+        self.log = log or RunMessages()
         self.air_rng = np.random.default_rng(child_seed(cfg.run.seed, SEED_AIR))
         self.order_rng = np.random.default_rng(child_seed(cfg.run.seed, SEED_ORDER))
         theta, phi = backend.initial_params()
-        self.theta = theta.clone()
-        self.phi = torch.nn.Parameter(phi.clone())
+        self.theta = torch.from_numpy(np.array(theta))
+        self.phi = torch.nn.Parameter(torch.from_numpy(np.array(phi)))
         self.value_opt = torch.optim.Adam([self.phi], lr=cfg.trpo.value_lr)
         self.pol = torch.nn.Parameter(self.theta.clone())
         self.a2c_opt = torch.optim.RMSprop([self.pol], lr=cfg.trpo.a2c_lr, alpha=0.99, eps=1e-5)
@@ -135,8 +141,8 @@ class Trainer:
         self.air_rng.bit_generator.state = st["air_rng"]
         self.order_rng.bit_generator.state = st["order_rng"]
         self.backend.set_rng_states(st["agent_rng"])
-        self.backend.set_policy(self.theta)
-        self.backend.set_value(self.phi.detach())
+        self.backend.set_policy(self.theta.numpy())
+        self.backend.set_value(self.phi.detach().numpy())
 
     # ------------------------------------------------------------------ one iteration
     def _sample(self, it: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -147,20 +153,21 @@ class Trainer:
         self.backend.load(gn)
         log = self.log
         position = None
+        t = now_ns()
         if self.cfg.run.scheme == "centralized":
-            for b in range(B):   # each BS uploads its own downlink gains to all L users (K*B per slot)
-                log.send(Kind.CSI_UPLOAD, b, COORDINATOR, it, {"gains": gn[:, :, b]})
+            # each BS uploads its own downlink gains to all L users (K*B per slot) to the central agent
+            log.from_each(Kind.CSI_UPLOAD, range(B), it, [{"gains": gn[:, :, b]} for b in range(B)], t)
             frac = self.backend.act_all()
-            for b in range(B):   # the central agent returns each BS its K powers
-                log.send(Kind.POWER_ASSIGNMENT, COORDINATOR, b, it, {"p": frac[:, b * K:(b + 1) * K]})
+            # the central agent returns each BS its K powers
+            log.to_each(Kind.POWER_ASSIGNMENT, range(B), it, [{"p": frac[:, b * K:(b + 1) * K]} for b in range(B)],
+                        t)
         elif self.cfg.run.scheme == "partial":
             position = random_positions(self.order_rng, M, B)
-            frac = self.backend.act_round_robin(position)
-            # the token: B passes around the ring, one message per hop carrying the whole batch
-            token = {"p": np.zeros((M, L), np.float32), "decided": np.zeros((M, B), np.int64)}
-            hop = log.size_of(Kind.POWER_VECTOR, 0, 1 % B, it, token)
-            log.record(Kind.POWER_VECTOR, 0, 1 % B, it, hop, count=B * B - 1)
-            log.record(Kind.POWER_VECTOR, B - 1, COORDINATOR, it, hop)
+            # B passes of the token around the ring, one message per hop carrying the whole batch: the
+            # hops as the nodes logged them, then the final token from the last BS to the coordinator
+            frac, hops = self.backend.act_round_robin(position, it, log.run_id)
+            log.record_rows(hops)
+            log.carried(Kind.POWER_VECTOR, B - 1, COORDINATOR, it, {"p": frac}, t)
         else:
             frac = self.backend.act_all()
         problem = Problem(expand_gains(ub, K), self.scenario.noise_w, np.full(L, self.scenario.p_max_w),
@@ -180,23 +187,20 @@ class Trainer:
     def step(self) -> dict[str, float]:
         """One iteration; returns its metrics."""
         cfg, t0 = self.cfg, time.perf_counter()
-        it, M, N, log = self.iteration, cfg.trpo.episodes, self.N, self.log
+        it, M, N, log, ids = self.iteration, cfg.trpo.episodes, self.N, self.log, self.ids
         R, position, _ = self._sample(it)
-        V = self.backend.finish()
-        for i in self.ids:   # the common reward goes back to every agent (training only)
-            log.send(Kind.METRICS, COORDINATOR, i, it, {"reward": R})
-            log.send(Kind.METRICS, i, COORDINATOR, it, {"value": V[0]})
         pos = self._positions(position, M)
         gamma = cfg.trpo.gamma
         returns = [end_of_episode_returns(R, n, N, gamma) for n in pos]     # G_n = gamma^(N-1-n) R
-        adv = [G - v for G, v in zip(returns, V)]                           # A = G - V(s)
-        self.backend.set_weights([step_weights(n, gamma) * A for n, A in zip(pos, adv)])  # gamma^n' A
+        step_w = [step_weights(n, gamma) for n in pos]                      # gamma^n' of eq. (18)
         count = float(M * N)
 
-        # ---- policy gradient, eq. (18)
-        g = torch.stack(self.backend.policy_gradient()).sum(0) / count
-        gshare = log.size_of(Kind.GRADIENT, 0, COORDINATOR, it, {"g": g})
-        log.record(Kind.GRADIENT, 0, COORDINATOR, it, gshare, count=len(self.ids))
+        # ---- policy gradient, eq. (18): each agent freezes pi_old, weights gamma^n (G - V(s)), its share
+        t = now_ns()
+        g_shares = self.backend.start_learning(returns, step_w)
+        log.to_each(Kind.METRICS, ids, it, [{"G": G, "gamma_n": w} for G, w in zip(returns, step_w, strict=True)], t)
+        log.from_each(Kind.GRADIENT, ids, it, [{"g": x} for x in g_shares], t)
+        g = shares_sum(g_shares) / count
         metrics: dict[str, float] = {}
         if cfg.run.algo == "a2c":
             with torch.no_grad():
@@ -205,53 +209,28 @@ class Trainer:
             self.pol.grad = -g.to(self.pol.dtype)
             self.a2c_opt.step()
             new_theta = self.pol.detach().clone()
-            shares = self.backend.surrogate_kl(new_theta)
-            surr, kl = sum(x for x, _ in shares) / count, sum(k for _, k in shares) / count
+            surr, kl = self._surrogate_kl(new_theta, count)
             self.theta = new_theta
             metrics.update(kl=kl, surrogate=surr, backtracks=0, ls_success=1, cg_residual=0.0, cg_iters=0)
         else:
             damping = cfg.trpo.cg_damping
-            fvp_msgs = [0]
 
             def Fvp(v: torch.Tensor) -> torch.Tensor:   # eq. (19) + damping
-                fvp_msgs[0] += 1
-                return torch.stack(self.backend.fvp(v)).sum(0) / count + damping * v
+                v_np = v.numpy()
+                t = now_ns()
+                shares = self.backend.fvp(v_np)
+                log.to_each(Kind.FVP_REQUEST, ids, it, [{"v": v_np}] * len(ids), t)
+                log.from_each(Kind.FVP, ids, it, [{"fvp": x} for x in shares], t)
+                return shares_sum(shares) / count + damping * v
 
             step, cg, _ = trpo_step(g, Fvp, cfg.trpo.delta, cfg.trpo.cg_iters, cfg.trpo.cg_tol)   # eq. (20)
-            vsz = log.size_of(Kind.FVP_REQUEST, COORDINATOR, BROADCAST, it, {"v": g})
-            log.record(Kind.FVP_REQUEST, COORDINATOR, BROADCAST, it, vsz, count=fvp_msgs[0] * len(self.ids))
-            log.record(Kind.FVP, 0, COORDINATOR, it, gshare, count=fvp_msgs[0] * len(self.ids))
-            n_eval = [0]
-
-            def evaluate(th: torch.Tensor) -> tuple[float, float]:
-                n_eval[0] += 1
-                shares = self.backend.surrogate_kl(th)
-                return sum(s for s, _ in shares) / count, sum(k for _, k in shares) / count
-
-            ls = line_search(self.theta, step, evaluate, cfg.trpo.delta, cfg.trpo.zeta, cfg.trpo.max_backtracks)
-            psz = log.size_of(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, {"theta": self.theta})
-            log.record(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, psz, count=n_eval[0] * len(self.ids))
+            ls = line_search(self.theta, step, lambda th: self._surrogate_kl(th, count), cfg.trpo.delta,
+                             cfg.trpo.zeta, cfg.trpo.max_backtracks)
             self.theta = ls.theta
             metrics.update(kl=ls.kl, surrogate=ls.surrogate, backtracks=ls.backtracks,
                            ls_success=int(ls.accepted), cg_residual=cg.residual, cg_iters=cg.iterations,
                            step_norm=float(step.norm()))
-        self.backend.set_policy(self.theta)        # broadcast the accepted parameters
-        log.send(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, {"theta": self.theta}, count=len(self.ids))
-
-        # ---- critic: full-batch Adam steps on sum (V - G)^2, shares summed at the coordinator
-        vloss = float("nan")
-        for _ in range(cfg.trpo.value_epochs):
-            shares = self.backend.value_gradient(returns)
-            grad = torch.stack([s for s, _ in shares]).sum(0) / count
-            vloss = sum(lv for _, lv in shares) / count
-            self.value_opt.zero_grad()
-            self.phi.grad = grad.to(self.phi.dtype)
-            self.value_opt.step()
-            self.backend.set_value(self.phi.detach())
-            csz = log.size_of(Kind.GRADIENT, 0, COORDINATOR, it, {"c": grad})
-            log.record(Kind.GRADIENT, 0, COORDINATOR, it, csz, count=len(self.ids))
-            log.record(Kind.PARAMETERS, COORDINATOR, BROADCAST, it, csz, count=len(self.ids))
-
+        vloss = self._critic(returns, count)
         self.iteration += 1
         mean_r = float(R.mean())
         metrics = {
@@ -260,6 +239,38 @@ class Trainer:
             **self.log.take_iteration(),
         }
         return metrics
+
+    def _surrogate_kl(self, theta: torch.Tensor, count: float) -> tuple[float, float]:
+        """Candidate parameters to every agent; mean surrogate (eq. 22) and KL (eq. 23) from their shares."""
+        th, ids = theta.numpy(), self.ids
+        t = now_ns()
+        shares = self.backend.surrogate_kl(th)
+        self.log.to_each(Kind.PARAMETERS, ids, self.iteration, [{"theta": th}] * len(ids), t)
+        self.log.from_each(Kind.METRICS, ids, self.iteration, [{"surrogate": s, "kl": k} for s, k in shares], t)
+        return sum(s for s, _ in shares) / count, sum(k for _, k in shares) / count
+
+    def _critic(self, returns: list[np.ndarray], count: float) -> float:
+        """Broadcast the accepted theta, then full-batch Adam steps on sum (V - G)^2 from the summed
+        shares; each round carries the parameters of the previous step. Returns the last mean loss."""
+        it, ids, log = self.iteration, self.ids, self.log
+        theta, phi, vloss = self.theta.numpy(), None, float("nan")
+        for e in range(self.cfg.trpo.value_epochs):
+            t = now_ns()
+            shares = self.backend.value_round(theta if e == 0 else None, phi)
+            name, x = ("theta", theta) if e == 0 else ("phi", phi)
+            log.to_each(Kind.PARAMETERS, ids, it, [{name: x}] * len(ids), t)
+            log.from_each(Kind.GRADIENT, ids, it, [{"c": c, "loss": lv} for c, lv in shares], t)
+            grad = shares_sum([c for c, _ in shares]) / count
+            vloss = sum(lv for _, lv in shares) / count
+            self.value_opt.zero_grad()
+            self.phi.grad = grad.to(self.phi.dtype)
+            self.value_opt.step()
+            phi = self.phi.detach().numpy().copy()
+        t = now_ns()
+        name, x = ("theta", theta) if phi is None else ("phi", phi)
+        (self.backend.set_policy if phi is None else self.backend.set_value)(x)
+        log.to_each(Kind.PARAMETERS, ids, it, [{name: x}] * len(ids), t)
+        return vloss
 
 
 def evaluate_policy(cfg: TrainConfig, theta: torch.Tensor, problem: Problem, seed: int = 0) -> np.ndarray:
@@ -270,13 +281,13 @@ def evaluate_policy(cfg: TrainConfig, theta: torch.Tensor, problem: Problem, see
 
     spec = agent_spec(cfg)
     backend = InprocBackend(spec, [0] * len(agent_ids(spec)))
-    backend.set_policy(theta)
+    backend.set_policy(torch.as_tensor(theta).numpy())
     norm = GainNorm.of_scenario(scenario_of(cfg))
     gn = norm(user_bs_gains_of(problem))
     backend.load(gn, stochastic=False)
     if cfg.run.scheme == "partial":
         pos = random_positions(np.random.default_rng(seed), problem.n, spec.B)
-        frac = backend.act_round_robin(pos)
+        frac, _ = backend.act_round_robin(pos, log_hops=False)
     else:
         frac = backend.act_all()
     return powers_w(frac, problem)

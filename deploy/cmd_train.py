@@ -70,17 +70,20 @@ def run_train(args: argparse.Namespace) -> int:
         (rd.path / "config.yaml").write_text(__import__("yaml").safe_dump(config_to_dict(cfg), sort_keys=False))
 
     torch.set_num_threads(1)
-    from coordinator.messages import MessageAccount
+    from coordinator.run_messages import RunMessages
     from coordinator.trainer import Trainer, make_backend
 
+    ck = rd.load_latest_checkpoint() if args.resume is not None else None
+    start = int(ck["iteration"]) if ck is not None else 0
+    # the log and the metrics restart at the checkpoint: rows of later iterations are redone, not kept
+    log = RunMessages.resume(rd.path / "messages.csv", rd.path.name, start)
+    _drop_rows_from(rd.path / "metrics.csv", start)
     address = args.address or os.environ.get("RAY_ADDRESS")
     backend = make_backend(cfg, address=address)
     try:
-        trainer = Trainer(cfg, backend, MessageAccount(run_id=rd.path.name))
-        ck = rd.load_latest_checkpoint() if args.resume is not None else None
+        trainer = Trainer(cfg, backend, log)
         if ck is not None:
             trainer.load_state_dict(ck)
-        start = trainer.iteration
         print(f"bsemu train: {cfg.method_name} ({cfg.run.backend}) -> {rd.path}"
               + (f" (resuming at iteration {start})" if ck is not None else ""), file=sys.stderr)
         writer = rd.metrics()
@@ -92,10 +95,9 @@ def run_train(args: argparse.Namespace) -> int:
             bar.set_postfix(reward_mbps=f"{m['reward_mbps']:.1f}", kl=f"{m['kl']:.4f}", bt=m["backtracks"])
             if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == cfg.run.iterations:
                 rd.save_checkpoint(trainer.state_dict(), it + 1)
-                trainer.log.write(rd.path / "messages.csv", append=True)
+                log.flush()
         writer.close()
-        trainer.log.write(rd.path / "messages.csv", append=True)
-        _message_summary(rd)
+        log.close()  # messages.csv complete; messages_summary.json / .md beside it
         if (rd.path / "metrics.csv").is_file():
             plot_curves(rd.path / "metrics.csv", CURVE_KEYS, rd.path / "curves.png", w=0.96,
                         title=f"{cfg.method_name}: raw and EWMA (w = 0.96)")
@@ -108,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
                               if k != cfg.method_name), file=sys.stderr)
         rd.update_meta(end_iteration=trainer.iteration)
     finally:
+        log.close()
         backend.close()
     print(rd.path)
     return 0
@@ -134,24 +137,19 @@ def _check_feasible(cfg: TrainConfig) -> None:
         raise ConfigError("run.algo: a2c is the centralized baseline; expected run.scheme=centralized")
 
 
-def _message_summary(rd: RunDir) -> None:
+def _drop_rows_from(path: Path, iteration: int) -> None:
+    """Keep only the rows of iterations < ``iteration`` of a CSV with an ``iteration`` column."""
     import csv
-    from collections import defaultdict
 
-    f = rd.path / "messages.csv"
-    if not f.is_file():
+    if not path.is_file():
         return
-    tot: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    with f.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            tot[row["kind"]][0] += 1
-            tot[row["kind"]][1] += int(row["bytes"])
-    summary = {k: {"messages": c, "bytes": b} for k, (c, b) in sorted(tot.items())}
-    rd.write_json("messages_summary.json", summary)
-    lines = ["| kind | messages | bytes | mean bytes |", "|---|---:|---:|---:|"]
-    lines += [f"| {k} | {v['messages']} | {v['bytes']} | {v['bytes'] / max(v['messages'], 1):.0f} |"
-              for k, v in summary.items()]
-    (rd.path / "messages_summary.md").write_text("\n".join(lines) + "\n")
+    with path.open(newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    if not lines:
+        return
+    col = next(csv.reader(lines[:1])).index("iteration")
+    keep = [ln for ln in lines[1:] if int(next(csv.reader([ln]))[col]) < iteration]
+    path.write_text(lines[0] + "".join(keep))
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
