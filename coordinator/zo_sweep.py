@@ -110,9 +110,10 @@ def _methods_rows(base: ZOConfig, its: int, seeds: int) -> list[dict[str, Any]]:
 _cache: dict[tuple, list[dict[str, Any]]] = {}
 
 
-def run_experiment(name: str, base: ZOConfig, scale: str, out: Path, seeds: int = 1) -> tuple[Path, Path, str]:
-    """Run one experiment; returns (csv, png, a short text table)."""
-    its = ITERATIONS[scale]
+def run_experiment(name: str, base: ZOConfig, scale: str, out: Path, seeds: int = 1,
+                   iterations: int | None = None) -> tuple[Path, Path, str]:
+    """Run one experiment (``iterations`` per run, default by ``scale``); returns (csv, png, a short text table)."""
+    its = ITERATIONS[scale] if iterations is None else int(iterations)
     csv_path, png_path = out / f"zo_{name}.csv", out / f"zo_{name}.png"
     text: list[str] = []
     if name in ("fig2", "fig3"):

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--out", type=Path, default=Path("runs/zo-sweep"), help="output folder")
     s.add_argument("--seeds", type=int, default=1, help="seeds averaged per point")
+    s.add_argument("--iterations", type=int, default=None,
+                   help="iterations per run, overriding --scale (smoke tests, quick looks)")
     s.set_defaults(func=run_sweep)
 
 
@@ -85,6 +87,7 @@ def _train_into(cfg: Any, rd: RunDir, resume: bool, quiet: bool) -> int:
     ray_started = False
     if cfg.run.method == "proposed" and cfg.run.backend == "ray":
         import ray
+
         from coordinator.zo_ray import RayLinks
 
         if not ray.is_initialized():
@@ -160,10 +163,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--experiments: unknown {bad}; allowed: {', '.join(EXPERIMENTS)}")
     if not 1 <= args.seeds <= 100:
         raise UsageError(f"--seeds: expected an integer in [1, 100], got {args.seeds}")
+    if args.iterations is not None and not 1 <= args.iterations <= 10_000_000:
+        raise UsageError(f"--iterations: expected an integer in [1, 10000000], got {args.iterations}")
     args.out.mkdir(parents=True, exist_ok=True)
     for n in names:
         print(f"running {n} ({args.scale}) ...", file=sys.stderr)
-        csv_path, png_path, text = run_experiment(n, base, args.scale, args.out, args.seeds)
+        csv_path, png_path, text = run_experiment(n, base, args.scale, args.out, args.seeds, args.iterations)
         print(text)
         print(f"  -> {csv_path}  {png_path}")
     return 0

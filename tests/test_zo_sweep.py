@@ -1,0 +1,99 @@
+"""`bsemu zo-sweep` on a tiny budget: every promised CSV + PNG, columns that obey the exchange
+formulas of each method, and bad input refused with exit 2."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coordinator import zo_config as zc
+from coordinator.zo_config import ZOConfig
+from coordinator.zo_sweep import EXPERIMENTS
+
+ROOT = Path(__file__).resolve().parents[1]
+ITS = 3
+TINY = ["--set", "algo.b1=5", "--set", "algo.b2=5", "--set", "run.eval_sequences=2", "--set", "run.eval_slots=4"]
+
+
+def _sweep(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploy.cli", "zo-sweep", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("zo-sweep")
+    r = _sweep("--out", str(out), "--iterations", str(ITS), *TINY)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_every_experiment_writes_a_csv_and_a_png(sweep_dir):
+    for name in EXPERIMENTS:
+        png = sweep_dir / f"zo_{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert _rows(sweep_dir / f"zo_{name}.csv"), name
+
+
+def test_fig2_fig3_columns_follow_the_exchange_formulas(sweep_dir):
+    cfg = ZOConfig().replace(algo={"b1": 5, "b2": 5})
+    N, B, n = cfg.scenario.n_links, 10, zc.specs(cfg)[0].n_params
+    graph = zc.neighbours(cfg.replace(algo={"update": "graph", "graph": "random", "max_degree": 2}))
+    rows = _rows(sweep_dir / "zo_fig3.csv")
+    assert rows == _rows(sweep_dir / "zo_fig2.csv")
+    assert {r["method"] for r in rows} == {"proposed (fully connected)", "proposed (graph, |N_i|<=2)",
+                                           "centralized Adam", "FL"}
+    for r in rows:
+        it, m = int(r["iteration"]), r["method"]
+        assert float(r["samples"]) == it * B
+        msgs, scalars = float(r["messages"]), float(r["scalars"])
+        if m == "proposed (fully connected)":
+            assert msgs == scalars == it * N * (N - 1)                # one d to each of N - 1 neighbours
+        elif m.startswith("proposed (graph"):
+            assert msgs == it * sum(len(nb) for nb in graph)          # 2|E| messages per iteration
+            assert scalars >= msgs                                    # own d plus relayed entries
+        elif m == "centralized Adam":
+            assert scalars == it * N * (B * N + n)                    # CSI rows up, parameters down
+        else:
+            assert scalars == (it // cfg.baseline.fl_interval) * 2 * N * n
+        assert 0 < float(r["sum_rate"]) < 100 and float(r["bytes"]) >= 4 * scalars
+
+
+def test_fig4_fig5_tables_have_their_sweep_columns(sweep_dir):
+    fig4 = _rows(sweep_dir / "zo_fig4.csv")
+    assert sorted({int(r["B"]) for r in fig4}) == [20, 50, 100, 200]
+    for r in fig4:                                                   # same sample budget for every B
+        assert int(r["samples"]) == int(r["iteration"]) * int(r["B"]) <= ITS * 100
+    fig5 = _rows(sweep_dir / "zo_fig5.csv")
+    assert {float(r["asynchrony"]) for r in fig5} == {0.0, 10.0, 25.0, 50.0}
+    t1 = _rows(sweep_dir / "zo_table1.csv")
+    assert [float(r["asynchrony"]) for r in t1] == [0.0, 10.0, 25.0, 50.0]
+    assert all(float(r[k]) > 0 for r in t1 for k in ("no_rnd", "rnd_1", "rnd_2", "rnd_3", "rnd_4"))
+    t2 = _rows(sweep_dir / "zo_table2.csv")
+    assert [int(r["n_links"]) for r in t2] == [5, 10, 15]
+    assert [float(r["paper_proposed"]) for r in t2] == [4.95, 5.31, 5.63]
+    assert all(float(r["proposed"]) > 0 and float(r["centralized_adam"]) > 0 for r in t2)
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (["--experiments", "fig9"], "--experiments"),
+    (["--seeds", "0"], "--seeds"),
+    (["--iterations", "0"], "--iterations"),
+    (["--set", "algo.mu=-1"], "algo.mu"),
+    (["--set", "algo.update=sync", "--set", "algo.asynchrony=10"], "asynchrony"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, bad, needle):
+    out = tmp_path / "out"
+    r = _sweep("--out", str(out), "--iterations", "1", *bad)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() or not any(out.iterdir())
