@@ -82,6 +82,11 @@ class BSActor:
                                             token_payload(p, decided), run_id))
         return None, self.capture.take()
 
+    def ring_stats(self) -> dict[str, int]:
+        """This node's own counters (frames sent, messages received, frames rejected)."""
+        st = self.node.stats if self.node is not None else None
+        return {} if st is None else {"sent": st.sent, "received": st.received, "rejected": sum(st.rejected.values())}
+
     def close(self) -> None:
         if self.node is not None:
             self.node.close()
@@ -178,6 +183,9 @@ class RayBackend:
     def value_round(self, theta: np.ndarray | None = None, phi: np.ndarray | None = None
                     ) -> list[tuple[np.ndarray, float]]:
         return self._all("value_round", self._put(theta), self._put(phi))
+
+    def ring_stats(self) -> list[dict[str, int]]:
+        return ray.get([a.ring_stats.remote() for a in self.actors])
 
     def node_ids(self) -> list[str]:
         return ray.get([a.node_id.remote() for a in self.actors])
