@@ -43,6 +43,11 @@ class AgentSpec:
     layers: int = 3
     init_log_std: float = -1.0
     init_seed: int = 0   # seed of the network initialisation (same at every BS: the policy is shared)
+    fvp_stride: int = 1  # Fisher-vector products on every k-th sample, times k (1: exact, all samples)
+
+    def __post_init__(self) -> None:
+        if self.fvp_stride < 1:
+            raise ValueError(f"fvp_stride: expected an integer >= 1, got {self.fvp_stride}")
 
     @property
     def obs_dim(self) -> int:
@@ -82,6 +87,7 @@ class BaseStation:
         self._vcache: list | None = None          # same for the value network at the current phi
         self._vout: torch.Tensor | None = None
         self._acted: np.ndarray | None = None     # [M] slots whose act() forward is in _pcache
+        self._fisher: tuple | None = None         # (cache it was made from, sub-sampled cache, k D)
 
     # ---------------------------------------------------------------- parameters
     def get_policy_params(self) -> torch.Tensor:
@@ -227,14 +233,27 @@ class BaseStation:
 
         At theta = theta_old the KL Hessian is the Gauss-Newton form J^T D J (J: Jacobian of the
         network outputs (mu, log-std) w.r.t. theta; D = diag(1/sigma^2, 2) the Gaussian's Fisher in
-        those outputs), computed with one tangent pass and one backward pass on the cached forward."""
+        those outputs), computed with one tangent pass and one backward pass on the cached forward.
+        With ``spec.fvp_stride = k > 1`` the sum runs over slots 0, k, 2k, ... and is multiplied by k
+        (the Fisher on a sub-sample, Schulman et al. 2015 App. C); k = 1 is exact."""
         v = torch.as_tensor(v, dtype=self.dtype)
-        _, cache = self._policy_cache()
-        ls = self.log_std_old
+        cache, D = self._fisher_pieces()
         with torch.no_grad():
-            D = torch.cat([torch.exp(-2.0 * ls), torch.full_like(ls, 2.0)], -1)
             Jv = mlp_jvp(self.policy.body, cache, unflat(v, list(self.policy.parameters())))
             return flat_cat(mlp_vjp(self.policy.body, cache, Jv.mul_(D)))
+
+    def _fisher_pieces(self) -> tuple[list, torch.Tensor]:
+        """(forward cache, k * D) on the slots the Fisher uses, made once per batch and parameters."""
+        _, cache = self._policy_cache()
+        k = self.spec.fvp_stride
+        if self._fisher is None or self._fisher[0] is not cache:
+            ls = self.log_std_old[::k]
+            with torch.no_grad():
+                D = torch.cat([torch.exp(-2.0 * ls), torch.full_like(ls, 2.0)], -1)
+                sub = cache if k == 1 else [(h[::k].contiguous(), None if d is None else d[::k].contiguous())
+                                            for h, d in cache]
+            self._fisher = (cache, sub, D if k == 1 else D * k)
+        return self._fisher[1], self._fisher[2]
 
     def surrogate_kl(self, theta: torch.Tensor) -> tuple[float, float]:
         """Shares of eq. (12) (as L(theta') - L(theta)) and of the KL of eq. (23) at candidate theta'.

@@ -21,8 +21,8 @@ from bs_agent.trpo import (
 )
 
 
-def tiny_bs(scheme="full", M=9, seed=0) -> BaseStation:
-    spec = AgentSpec(scheme, 3, 2, hidden=5, layers=2, init_log_std=-0.5, init_seed=seed)
+def tiny_bs(scheme="full", M=9, seed=0, fvp_stride=1) -> BaseStation:
+    spec = AgentSpec(scheme, 3, 2, hidden=5, layers=2, init_log_std=-0.5, init_seed=seed, fvp_stride=fvp_stride)
     bs = BaseStation(1, spec, 11 + seed, dtype=torch.float64)
     rng = np.random.default_rng(seed)
     bs.load_csi(rng.standard_normal((M, 6)))
@@ -76,6 +76,23 @@ def test_fvp_equals_hessian_of_mean_kl():
     for s in range(3):
         v = torch.randn(th0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(s))
         assert torch.allclose(bs.fisher_vector_product(v), H @ v, rtol=1e-9, atol=1e-11)
+
+
+def test_subsampled_fvp_is_k_times_hessian_of_kl_on_every_kth_slot():
+    k = 3
+    bs = tiny_bs(M=10, fvp_stride=k)
+    f = as_fn(bs)
+    th0 = flat_params(bs.policy)
+
+    def sub_kl(th):
+        mu, ls = f(th)
+        return gaussian_kl(bs.mu_old[::k], bs.log_std_old[::k], mu[::k], ls[::k]).sum()
+
+    H = k * torch.autograd.functional.hessian(sub_kl, th0)
+    v = torch.randn(th0.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(bs.fisher_vector_product(v), H @ v, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="fvp_stride"):
+        AgentSpec("full", 3, 2, fvp_stride=0)
 
 
 def test_step_scaled_to_trust_region():
