@@ -53,7 +53,7 @@ def scenario_of(cfg: TrainConfig) -> Scenario:
 def agent_spec(cfg: TrainConfig) -> AgentSpec:
     sc = scenario_of(cfg)
     return AgentSpec(cfg.run.scheme, sc.cells, sc.K, cfg.policy.hidden, cfg.policy.layers,
-                     cfg.policy.init_log_std, child_seed(cfg.run.seed, SEED_INIT))
+                     cfg.policy.init_log_std, child_seed(cfg.run.seed, SEED_INIT), cfg.trpo.fvp_stride)
 
 
 def make_backend(cfg: TrainConfig, address: str | None = None) -> Any:

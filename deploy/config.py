@@ -81,6 +81,8 @@ class TrpoConfig:
     value_epochs: int = _f(5, "full-batch critic Adam steps per iteration (one share round each)",
                            range=(0, 1000))
     a2c_lr: float = _f(7e-4, "A2C fixed step size (paper: 7e-4)", range=(1e-8, 1.0))
+    fvp_stride: int = _f(1, "Fisher-vector products on every k-th episode, times k (1: exact; the Fisher "
+                         "on a sub-sample, Schulman et al. 2015 App. C, OpenAI baselines use 5)", range=(1, 1000))
 
 
 @dataclasses.dataclass(frozen=True)
