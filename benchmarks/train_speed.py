@@ -21,9 +21,11 @@ from coordinator.trainer import Trainer, make_backend  # noqa: E402
 from deploy.config import TrainConfig, load_config  # noqa: E402
 
 
-def bench(scheme: str, backend: str, iters: int, episodes: int, kind: str) -> tuple[float, float, list]:
+def bench(scheme: str, backend: str, iters: int, episodes: int, kind: str, stride: int = 1
+          ) -> tuple[float, float, list]:
     cfg = load_config(TrainConfig, None, [f"run.scheme={scheme}", f"run.backend={backend}",
-                                          f"trpo.episodes={episodes}", f"scenario.kind={kind}"]
+                                          f"trpo.episodes={episodes}", f"scenario.kind={kind}",
+                                          f"trpo.fvp_stride={stride}"]
                       + (["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []))
     be = make_backend(cfg)
     try:
@@ -52,6 +54,8 @@ def main() -> None:
     ap.add_argument("--schemes", default="centralized,partial,full")
     ap.add_argument("--kind", default="3cell")
     ap.add_argument("--backends", default="inproc,ray", help="inproc,ray or one of them")
+    ap.add_argument("--fvp-stride", type=int, default=5,
+                    help="also time inproc with the Fisher on every k-th episode (0: skip that column)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     backends = a.backends.split(",")
@@ -59,15 +63,23 @@ def main() -> None:
     if "ray" in backends:
         import ray
 
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        from coordinator.ray_backend import RAY_SYSTEM_CONFIG  # the embedded Ray of `bsemu train`
+
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _system_config=RAY_SYSTEM_CONFIG)
     print(f"{a.kind}, M = {a.episodes}, policy/value 3x256 ELU, {a.iters} timed iterations after 1 warm-up")
     print(f"{'scheme':<12} {'inproc s/it':>11} {'ray s/it':>9} {'ray/inproc':>10} {'inproc steps/s':>14} "
-          f"{'ray steps/s':>11} {'MB/actor (maxrss)':>18}")
+          f"{'ray steps/s':>11} {'MB/actor (maxrss)':>18}"
+          + (f" {'inproc steps/s, fvp_stride=' + str(a.fvp_stride):>28} {'ratio':>6}" if a.fvp_stride else ""))
     for scheme in a.schemes.split(","):
         ti, si, _ = bench(scheme, "inproc", a.iters, a.episodes, a.kind) if "inproc" in backends else nan
         tr, sr, mem = bench(scheme, "ray", a.iters, a.episodes, a.kind) if "ray" in backends else nan
-        print(f"{scheme:<12} {ti:>11.3f} {tr:>9.3f} {tr / ti:>10.2f} {si:>14.0f} {sr:>11.0f} "
-              f"{(sum(mem) / len(mem)) if mem else float('nan'):>18.0f}")
+        line = (f"{scheme:<12} {ti:>11.3f} {tr:>9.3f} {tr / ti:>10.2f} {si:>14.0f} {sr:>11.0f} "
+                f"{(sum(mem) / len(mem)) if mem else float('nan'):>18.0f}")
+        if a.fvp_stride:
+            _, ss, _ = bench(scheme, "inproc", a.iters, a.episodes, a.kind, a.fvp_stride)
+            line += f" {ss:>28.0f} {ss / si:>6.2f}"
+        print(line)
     if "ray" in backends:
         ray.shutdown()
 
