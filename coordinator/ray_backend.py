@@ -25,6 +25,12 @@ from coordinator.backends import AgentOps, agent_csi, agent_ids, token_payload
 from coordinator.run_messages import Row, RowCapture
 from protocol import RECEIVED, Envelope, Kind, RingNode
 
+RAY_SYSTEM_CONFIG: dict[str, Any] = {"max_direct_call_object_size": 4 << 20}
+"""For a Ray this process starts: objects up to 4 MiB travel inline with the call instead of through
+the object store. A TRPO vector (gradient/FVP share, parameters: ~0.55 MB for 3x256 nets) then costs
+about half the round trip (measured on 2 loaded cores: ~5 ms instead of ~10 ms per call with a
+0.55 MB argument and result). A cluster started elsewhere keeps its own setting."""
+
 
 @ray.remote(num_cpus=0)
 class BSActor:
@@ -114,7 +120,8 @@ class RayBackend:
             if address:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         _system_config=RAY_SYSTEM_CONFIG)
             self.started_ray = True
         ids = agent_ids(spec)
         opts = list(actor_options or [{}] * len(ids))
