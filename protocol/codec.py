@@ -125,20 +125,39 @@ def _ext_hook(code: int, data: bytes) -> np.ndarray:
 DEFAULT_LIMITS = Limits()
 
 
+_EXT_OF: dict[np.dtype, tuple[int, np.dtype]] = {}  # dtype → (ext code, wire dtype); filled on first use
+_HEADERS: dict[tuple[int, ...], bytes] = {}  # shape → packed (ndim, shape) header; bounded below
+
+
+def _ext_of(dtype: np.dtype) -> tuple[int, np.dtype]:
+    kind = dtype.kind
+    if kind == "f":
+        got = EXT_F32, _F32
+    elif kind in "iub":
+        got = EXT_I64, _I64
+    else:
+        raise MalformedMessage(f"cannot encode array of dtype {dtype}")
+    _EXT_OF[dtype] = got
+    return got
+
+
+def _header(shape: tuple[int, ...]) -> bytes:
+    ndim = len(shape)
+    if ndim > MAX_NDIM:
+        raise MalformedMessage(f"array has {ndim} > {MAX_NDIM} dimensions")
+    if len(_HEADERS) >= 4096:  # many distinct shapes: start over rather than grow without bound
+        _HEADERS.clear()
+    hdr = _HEADERS[shape] = _SHAPE[ndim].pack(ndim, *shape)
+    return hdr
+
+
 def _pack_default(obj: Any) -> Any:
     """msgpack ``default`` hook: numpy arrays → ext, numpy scalars → Python scalars."""
     if isinstance(obj, np.ndarray):
-        kind = obj.dtype.kind
-        if kind == "f":
-            code, arr = EXT_F32, obj.astype(_F32, copy=False)
-        elif kind in "iub":
-            code, arr = EXT_I64, obj.astype(_I64, copy=False)
-        else:
-            raise MalformedMessage(f"cannot encode array of dtype {obj.dtype}")
-        if arr.ndim > MAX_NDIM:
-            raise MalformedMessage(f"array has {arr.ndim} > {MAX_NDIM} dimensions")
+        code, wire = _EXT_OF.get(obj.dtype) or _ext_of(obj.dtype)
+        hdr = _HEADERS.get(obj.shape) or _header(obj.shape)
         # tuple.__new__ skips ExtType's Python-level argument checks (code and data are right by construction)
-        return _new_ext(msgpack.ExtType, (code, _SHAPE[arr.ndim].pack(arr.ndim, *arr.shape) + arr.tobytes(order="C")))
+        return _new_ext(msgpack.ExtType, (code, hdr + obj.astype(wire, copy=False).tobytes()))
     if isinstance(obj, np.generic):
         return obj.item()
     raise MalformedMessage(f"cannot encode payload value of type {type(obj).__name__}")
@@ -181,9 +200,8 @@ def frame_size(env: Envelope) -> int:
     return len(encode(env))
 
 
-def _check_payload(payload: Any, limits: Limits) -> None:
-    if type(payload) is not dict:
-        raise MalformedMessage("payload is not a map")
+def _check_payload(payload: dict[Any, Any], limits: Limits) -> None:
+    """Every key a str, every value an array (from the ext hook), a scalar or a list of scalars."""
     for key, value in payload.items():
         if type(key) is not str:
             raise MalformedMessage("payload key is not a str")
@@ -258,5 +276,8 @@ def decode(
         raise MalformedMessage(f"bad sender {sender!r}, receiver, iteration, seq or t_send_ns")
     if known_senders is not None and sender not in known_senders:
         raise UnknownSender(f"unknown sender {sender}")
-    _check_payload(payload, limits)
+    if type(payload) is not dict:
+        raise MalformedMessage("payload is not a map")
+    if payload:  # control messages carry none
+        _check_payload(payload, limits)
     return _new_envelope(Envelope, (k, sender, receiver, iteration, seq, payload, run_id, t_ns, version))
