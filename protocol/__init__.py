@@ -41,12 +41,21 @@ Message log
     per-node summaries; ``summarize_csv(path)`` rebuilds one from a CSV. In-process and Ray-carried
     messages are logged with ``log.record_sent(env, frame_size(env))`` exactly as sockets log them.
 
+Clock offsets (DESIGN §4: across nodes, offsets are estimated by ping-pong and recorded)
+    ``estimate_clock_offset(node, peer, rounds=16, timeout_s=1.0) -> ClockOffset(peer, offset_ns,
+    rtt_ns, samples, lost)``: NTP-style rounds of HEARTBEAT ``{"clock_ping"}`` → ``{"clock_pong", t0,
+    t1}`` over a RingNode (the peer's transport answers inside its ``recv``/``drain``, no application
+    code); θ = ((t1 − t0) + (t2 − t3)) / 2 of the minimum-δ sample, δ = (t3 − t0) − (t2 − t1), so
+    ``t_peer ≈ t_local + offset_ns`` within ± ``rtt_ns``/2. ``offset_from_samples(samples)`` is the
+    math alone on ``ClockSample(t0_ns, t1_ns, t2_ns, t3_ns)``. Record the result in the run folder.
+
 CURVE
     ``generate_run_keys(node_ids) -> dict[int, NodeKeys]`` (once per run, by the coordinator);
     give node i ``curve=keys[i]``; ``save_public_keys(keys, dir)`` for the run folder.
 """
 
 from .barrier import broadcast_barrier, ring_barrier
+from .clock import ClockOffset, ClockSample, estimate_clock_offset, offset_from_samples
 from .codec import DEFAULT_LIMITS, Limits, decode, encode, encode_fields, frame_size
 from .envelope import (
     BROADCAST,
@@ -95,5 +104,6 @@ __all__ = [
     "SENT", "RECEIVED", "DROPPED",
     "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "bind_host", "node_address",
     "broadcast_barrier", "ring_barrier",
+    "ClockSample", "ClockOffset", "estimate_clock_offset", "offset_from_samples",
     "NodeKeys", "generate_run_keys", "save_public_keys",
 ]  # fmt: skip

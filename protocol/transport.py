@@ -53,7 +53,8 @@ from .log import DROPPED, RECEIVED, SENT, MessageLog
 from .security import CurveServer, NodeKeys, make_client
 
 _FIRST_CONTROL, _LAST_CONTROL = min(CONTROL_KINDS), max(CONTROL_KINDS)  # int compares: Enum hashing is slow
-assert CONTROL_KINDS == frozenset(range(_FIRST_CONTROL, _LAST_CONTROL + 1))
+_HEARTBEAT = int(Kind.HEARTBEAT)
+assert CONTROL_KINDS == frozenset(range(_FIRST_CONTROL, _LAST_CONTROL + 1)) and _HEARTBEAT == _LAST_CONTROL + 1
 
 DEFAULT_HWM: int = 100_000
 """Default send/receive high-water mark, messages per socket pipe."""
@@ -71,6 +72,7 @@ class NodeStats:
         reordered: messages that arrived with a sequence number lower than expected.
         dropped_injected: messages dropped by the link emulator.
         control: barrier messages (hello/ready/start) consumed.
+        clock: clock pings answered and pongs consumed (see :mod:`protocol.clock`).
     """
 
     sent: int = 0
@@ -80,6 +82,7 @@ class NodeStats:
     reordered: int = 0
     dropped_injected: int = 0
     control: int = 0
+    clock: int = 0
 
 
 def node_address() -> str:
@@ -147,6 +150,8 @@ class _Node:
         self._rcvtimeo = -2
         self._barrier_heard: set[int] | None = None  # set during a barrier
         self._barrier_ready: set[int] = set()
+        self._clock_pongs: dict[int, tuple[int, int, int, int]] | None = None  # set while estimating offsets
+        self._ping_token = 0
         self._pid = os.getpid()
         self._closed = False
         self._ctx = zmq.Context()
@@ -233,8 +238,8 @@ class _Node:
         else:
             self.stats.reordered += 1
         log = self.log
-        if _FIRST_CONTROL <= env.kind <= _LAST_CONTROL or self._barrier_heard is not None:
-            if self._on_barrier_message(env, len(frame), t_arr):
+        if _FIRST_CONTROL <= env.kind <= _HEARTBEAT or self._barrier_heard is not None:
+            if self._on_control(env, len(frame), t_arr):
                 return None
         emu = self._emu
         if emu is None:
@@ -252,19 +257,44 @@ class _Node:
                            env.t_send_ns, t_arr, dns, dsl)  # fmt: skip
         return None
 
-    def _on_barrier_message(self, env: Envelope, nbytes: int, t_arr: int) -> bool:
-        """Track barrier progress; True if the message was a control message (consumed)."""
+    def _on_control(self, env: Envelope, nbytes: int, t_arr: int) -> bool:
+        """Track barrier progress, answer clock pings; True if the message was consumed here
+        (a barrier message, a clock ping or pong), False if it goes on to the application."""
         heard = self._barrier_heard
         if heard is not None:
             heard.add(env.sender)
             if env.kind != Kind.HELLO:  # READY, START or an application message
                 self._barrier_ready.add(env.sender)
-        if not _FIRST_CONTROL <= env.kind <= _LAST_CONTROL:
+        if _FIRST_CONTROL <= env.kind <= _LAST_CONTROL:
+            self.stats.control += 1
+        elif env.kind != _HEARTBEAT or not self._on_clock(env, t_arr):
             return False
-        self.stats.control += 1
         if self.log is not None:
             self.log.record(RECEIVED, env.kind, env.sender, self.node_id, env.iteration, env.seq, nbytes,
                             env.t_send_ns, t_arr)  # fmt: skip
+        return True
+
+    def _on_clock(self, env: Envelope, t_arr: int) -> bool:
+        """HEARTBEAT ``{"clock_ping": token}``: reply at once with ``{"clock_pong": token, "t0": its
+        t_send_ns, "t1": t_arr}`` (the reply's own t_send_ns is t2). ``{"clock_pong": ...}``: keep
+        (t0, t1, t2, t3 = t_arr) while an estimate runs. True if consumed; other heartbeats go on."""
+        pay = env.payload
+        token = pay.get("clock_ping")
+        if type(token) is int and isinstance(self, RingNode) and env.sender in self._out:
+            self.stats.clock += 1
+            self.send(env.sender, Envelope(Kind.HEARTBEAT, self.node_id, env.sender, env.iteration, 0,
+                                           {"clock_pong": token, "t0": env.t_send_ns, "t1": t_arr}))  # fmt: skip
+            return True
+        token = pay.get("clock_pong")
+        if token is None:
+            return False
+        t0, t1 = pay.get("t0"), pay.get("t1")
+        if type(token) is not int or type(t0) is not int or type(t1) is not int:
+            self.stats.rejected["MalformedMessage"] += 1
+            return True
+        self.stats.clock += 1
+        if self._clock_pongs is not None:
+            self._clock_pongs[token] = (t0, t1, env.t_send_ns, t_arr)
         return True
 
     def _release(self) -> Envelope | None:

@@ -94,3 +94,24 @@ def subscriber_worker(node_id: int, publisher: int, n_msgs: int, up: Any, down: 
         node.close()
     result["summary"] = log.close()
     up.put(("done", node_id, result))
+
+
+def clock_worker(node_id: int, peer: int, rounds: int, up: Any, down: Any) -> None:
+    """A RingNode that sends one application message to ``peer``, estimates the peer's clock offset
+    (answering the peer's own pings meanwhile), then serves pings until a METRICS "stop" comes."""
+    from protocol import Envelope, Kind, RingNode, estimate_clock_offset
+
+    node = RingNode(node_id)
+    up.put(("endpoint", node_id, node.endpoint))
+    try:
+        node.connect(down.get(timeout=60))
+        node.send(peer, Envelope(Kind.POWER_VECTOR, node_id, peer, 7, 0, {"p": np.arange(3.0)}))
+        est = estimate_clock_offset(node, peer, rounds=rounds, timeout_s=10.0)
+        while True:
+            env = node.recv(timeout_ms=60_000)
+            if env is None or env.kind == Kind.METRICS:
+                break
+        up.put(("done", node_id, (est.offset_ns, est.rtt_ns, [tuple(s) for s in est.samples], est.lost,
+                                  node.stats.clock)))  # fmt: skip
+    finally:
+        node.close()
