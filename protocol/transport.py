@@ -25,6 +25,8 @@ The transport stamps ``sender``, ``receiver``, ``seq``, ``t_send_ns`` (and ``run
 has one) on every envelope it sends. Every frame received is decoded and validated; a bad frame is
 counted in ``stats.rejected`` (by error class) and skipped — the receiving loop never crashes.
 Gaps and inversions of sequence numbers are counted in ``stats.gaps`` / ``stats.reordered``.
+A :class:`RingNode` answers clock pings (HEARTBEAT ``{"clock_ping": token}``) inside any
+``recv``/``drain``/barrier, before link emulation; see :func:`protocol.estimate_clock_offset`.
 
 With a :class:`~protocol.links.LinkEmulator`, received messages are held per link and released
 when due: on the real clock by a deadline heap (release granularity ~1 ms, zmq's poll resolution),
