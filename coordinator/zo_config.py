@@ -90,8 +90,14 @@ class ZORunConfig:
     method: str = _f("proposed", "proposed (Algorithm 1) | adam (centralized) | fl", choices=METHODS)
     backend: str = _f("inproc", "inproc (one process) | ray (one actor per link, d over ZeroMQ)",
                       choices=("inproc", "ray"))
-    clock: str = _f("logical", "logical (slots, deterministic) | real (wall-clock delays)",
+    clock: str = _f("logical", "logical (slots, deterministic) | real (wall clock: ray backend, links run free, "
+                               "d delayed by the protocol's deadline queue, algo.delay/jitter in s; async or graph)",
                     choices=("logical", "real"))
+    slot_s: float = _f(1e-3, "real clock: wall-clock seconds per channel slot (the air never runs ahead of it)",
+                       range=(1e-6, 10.0))
+    guard_slots: int = _f(20, "real clock: slots after each iteration's B for the exchange and update; link i's "
+                              "iteration k starts at slot o_i + k (B + guard), later if its update is late",
+                          range=(0, 1_000_000))
     seed: int = _f(0, "root seed", range=(0, 2**63 - 1))
     iterations: int = _f(1000, "iterations K (each B = B1 + B2 channel slots per link)", range=(0, 100_000_000))
     eval_every: int = _f(50, "evaluate the policies every this many iterations", range=(1, 100_000_000))
@@ -139,13 +145,22 @@ def validate(cfg: ZOConfig) -> None:
         raise ZOConfigError("run.method=fl averages parameters: every link needs the same architecture "
                             "(leave policy.per_link_hidden empty)")
     if cfg.run.clock == "real":
-        raise ZOConfigError("run.clock=real: wall-clock mode is not implemented yet for zo runs (use logical)")
+        _validate_real_clock(cfg)
     a = cfg.algo
     if cfg.run.clock == "logical" and (a.delay != int(a.delay) or a.jitter != int(a.jitter)):
         raise ZOConfigError("algo.delay / algo.jitter: whole slots on the logical clock")
     B = cfg.algo.b1 + cfg.algo.b2
-    if cfg.algo.update == "async" and max_delay_bound(cfg) + max(offsets(cfg)) >= B:
+    if cfg.run.clock == "logical" and cfg.algo.update == "async" and max_delay_bound(cfg) + max(offsets(cfg)) >= B:
         raise ZOConfigError("algo.delay + jitter + max offset must stay below B = b1 + b2 slots for eq. (8)")
+
+
+def _validate_real_clock(cfg: ZOConfig) -> None:
+    if cfg.run.method != "proposed" or cfg.run.backend != "ray":
+        raise ZOConfigError("run.clock=real needs run.method=proposed and run.backend=ray (links as actors on the "
+                            "wall clock)")
+    if cfg.algo.update == "sync":
+        raise ZOConfigError("run.clock=real needs algo.update=async or graph: on the wall clock d_j^k may arrive "
+                            "after link i's update k, which eq. (7) has no term for (eq. (8) uses it as stale)")
 
 
 def max_delay_bound(cfg: ZOConfig) -> int:
@@ -198,7 +213,8 @@ def d_max(cfg: ZOConfig, nb: list[list[int]]) -> int:
     """D_max: iterations an entry stays usable (graph diameter by default, + 1 with asynchrony)."""
     if cfg.algo.d_max >= 0:
         return cfg.algo.d_max
-    return diameter(nb) + (1 if (cfg.algo.asynchrony > 0 or cfg.algo.delay + cfg.algo.jitter > 0) else 0)
+    late = cfg.algo.asynchrony > 0 or cfg.algo.delay + cfg.algo.jitter > 0 or cfg.run.clock == "real"
+    return diameter(nb) + (1 if late else 0)
 
 
 def offsets(cfg: ZOConfig) -> list[int]:

@@ -22,14 +22,18 @@ Clocks:
   receiver-side emulator (ZO's own ``LinkEmulator.decide`` on the payload's send slot — the node's
   emulator would key on the envelope iteration) gives each message its delay/drop, and the link
   updates — the same numbers as the in-process backend.
-* real: the node's own real-clock emulator holds received messages in its deadline queue; the
-  link updates at once with whatever has been released (eq. (8) by arrival time); see
-  :mod:`coordinator.zo_realtime`.
+* real: a receiver thread of the actor owns the node's receiving side and reads the socket all
+  the time, so a frame's delay counts from its arrival; the node's real-clock emulator holds it in
+  its deadline queue and releases it into an inbox when due; the link updates at once with
+  whatever is in the inbox (eq. (8) by arrival time); see :mod:`coordinator.zo_realtime`. Sends
+  stay on the actor's thread (other sockets; the row log is locked).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -46,6 +50,7 @@ from protocol.log import DROPPED, RECEIVED, SENT, MessageLog
 from protocol.transport import RingNode
 
 RECV_TIMEOUT_MS = 30_000
+RECV_POLL_MS = 20          # real clock: the receiver thread checks for stop this often
 D_KINDS = (int(Kind.SCALAR_D), int(Kind.RELAY_D))
 ROW_FIELDS = 11   # event, kind, sender, receiver, iteration, seq, nbytes, t_send, t_recv, delay_ns, delay_slots
 
@@ -61,6 +66,7 @@ class RowLog(MessageLog):
         self.hold = hold
         self.rows: list[tuple[int, ...]] = []
         self.held: dict[tuple[int, int], tuple[int, ...]] = {}
+        self.lock = threading.Lock()      # real clock: the receiver thread records too
 
     def record(self, event: int, kind: int, sender: int, receiver: int, iteration: int, seq: int, nbytes: int,
                t_send_ns: int = 0, t_recv_ns: int = 0, delay_ns: int = 0, delay_slots: int = 0) -> None:
@@ -69,7 +75,8 @@ class RowLog(MessageLog):
         if self.hold and event == RECEIVED and kind in D_KINDS:
             self.held[(sender, seq)] = row
         else:
-            self.rows.append(row)
+            with self.lock:
+                self.rows.append(row)
 
     def resolve(self, sender: int, seq: int, dec: LinkDecision) -> None:
         """The held row of (sender, seq) with the emulator's decision (delay in slots, dropped)."""
@@ -78,9 +85,9 @@ class RowLog(MessageLog):
 
     def take(self) -> np.ndarray:
         """[rows, 11] int64 of everything recorded since the last call."""
-        out = np.asarray(self.rows, dtype=np.int64).reshape(-1, ROW_FIELDS)
-        self.rows = []
-        return out
+        with self.lock:
+            rows, self.rows = self.rows, []
+        return np.asarray(rows, dtype=np.int64).reshape(-1, ROW_FIELDS)
 
 
 @ray.remote(num_cpus=0, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}})
@@ -100,6 +107,9 @@ class ZOLinkActor:
         self.node = RingNode(index, log=self.log, emulator=emulator if self.real else None)
         self.last_iter = {j: -1 for j in self.agent.neighbours}    # highest iteration received from j
         self.late = 0                                              # real clock: d_j^T arrived after update T
+        self.inbox: deque = deque()                                # real clock: released by the receiver thread
+        self.stop = threading.Event()
+        self.receiver: threading.Thread | None = None
 
     def endpoint(self) -> str:
         return self.node.endpoint
@@ -108,7 +118,17 @@ class ZOLinkActor:
         """Connect to the neighbours and pass the start barrier; returns the barrier's log rows."""
         self.node.connect({j: endpoints[j] for j in self.agent.neighbours})
         ring_barrier(self.node)
+        if self.real:
+            self.receiver = threading.Thread(target=self._receive_loop, name="zo-receiver", daemon=True)
+            self.receiver.start()
         return self.log.take()
+
+    def _receive_loop(self) -> None:
+        """Real clock: read the socket continuously; the emulator releases each message when due."""
+        while not self.stop.is_set():
+            msg = self.node.recv(timeout_ms=RECV_POLL_MS)
+            if msg is not None:
+                self.inbox.append(msg)
 
     def schedule(self) -> np.ndarray:
         return np.stack(self.agent.schedule())
@@ -162,28 +182,27 @@ class ZOLinkActor:
         """Real clock: send d, take whatever the deadline queue has released by now, update
         (eq. (8) with fresh/stale decided by arrival time). Same return as :meth:`step`."""
         n_scalars = self._send_d(t, rates)
-        self._absorb(0)
+        self._absorb()
         return np.stack(self.agent.update(0)), self.log.take(), n_scalars
 
-    def _absorb(self, timeout_ms: int) -> int:
-        """Deliver every released message (waiting at most ``timeout_ms`` for the first); count
-        the late ones (d_j^T with T before this link's current iteration)."""
+    def _absorb(self) -> None:
+        """Deliver every message released so far; count the late ones (d_j^T that came after this
+        link's update T)."""
         ag = self.agent
-        n = 0
-        while (msg := self.node.recv(timeout_ms=timeout_ms if n == 0 else 0)) is not None:
-            n += 1
+        while self.inbox:
+            msg = self.inbox.popleft()
             entries = entries_of(msg)
             self.late += sum(1 for e in entries if e[0] != ag.index and e[1] < ag.k)
             ag.deliver(entries, 0)
-        return n
 
     def drain(self, expected: int, timeout_ms: int) -> tuple[np.ndarray, int]:
         """End of a real-clock run: wait until ``expected`` d messages have been received or dropped
         (so the log adds up); returns the rows and how many are still missing."""
         st = self.node.stats
         t_end = time.monotonic() + timeout_ms / 1e3
-        while st.received + st.dropped_injected < expected and (left := t_end - time.monotonic()) > 0:
-            self._absorb(max(1, min(int(left * 1e3), 50)))
+        while st.received + st.dropped_injected < expected and time.monotonic() < t_end:
+            time.sleep(0.001)
+        self._absorb()
         return self.log.take(), max(0, expected - st.received - st.dropped_injected)
 
     def state(self) -> dict[str, Any]:
@@ -203,6 +222,9 @@ class ZOLinkActor:
                 "rejected": float(sum(self.node.stats.rejected.values()))}
 
     def close(self) -> None:
+        self.stop.set()
+        if self.receiver is not None:
+            self.receiver.join(timeout=5.0)
         self.node.close()
 
 
@@ -248,6 +270,15 @@ class RayLinks:
         + dropped in the log, as in the in-process backend."""
         for rows in ray.get([a.settle.remote(k) for a in self.actors]):
             self.record(rows, 0)
+
+    def drain(self, expected: list[int], timeout_ms: int) -> int:
+        """Real clock, end of a run: link i waits until ``expected[i]`` d messages were received or
+        dropped (or ``timeout_ms``); their rows go to the log. Returns how many never came."""
+        missing = 0
+        for rows, miss in ray.get([a.drain.remote(e, timeout_ms) for a, e in zip(self.actors, expected, strict=True)]):
+            self.record(rows, 0)
+            missing += miss
+        return missing
 
     def states(self) -> list[dict[str, Any]]:
         return ray.get([a.state.remote() for a in self.actors])

@@ -410,6 +410,12 @@ class Evaluator:
 
 def make_trainer(cfg: ZOConfig, log: MessageLog, exchange: Exchange, links: LinksBackend | None = None):
     """The trainer of ``cfg.run.method`` (links backend defaults to in-process)."""
+    if cfg.run.method == "proposed" and cfg.run.clock == "real":
+        from coordinator.zo_realtime import RealTimeProposed
+
+        if links is None:
+            raise zc.ZOConfigError("run.clock=real needs run.backend=ray (links as actors on the wall clock)")
+        return RealTimeProposed(cfg, links, exchange)  # type: ignore[arg-type]
     if cfg.run.method == "proposed":
         return ZOProposed(cfg, links if links is not None else InprocLinks(cfg, log, exchange), exchange)
     return FirstOrder(cfg, log, exchange, fl=cfg.run.method == "fl")
