@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coordinator.trainer import Trainer, agent_spec, child_seed, make_backend, SEED_AGENT
+from coordinator.trainer import SEED_AGENT, Trainer, agent_spec, child_seed, make_backend
 from deploy.config import TrainConfig, load_config
 
 pytestmark = pytest.mark.ray
