@@ -67,6 +67,7 @@ class RealTimeProposed:
         self.start = list(self.frame0)                   # slot where each link's current iteration begins
         self.switched = [False] * self.N
         self.inflight: dict[Any, tuple[int, int]] = {}   # ref -> (link, slot its iteration ended)
+        self.busy: set[int] = set()                      # links whose update is running
         self.hist = np.empty((0, self.N))                # rates of slots [hist_t0, air.t)
         self.hist_t0 = self.air.t
         self.t0_ns: int | None = None
@@ -84,18 +85,15 @@ class RealTimeProposed:
             self.t0_ns, self.t_base = now_ns(), self.air.t
         return self.t_base + (now_ns() - self.t0_ns) // self.slot_ns
 
-    def _busy(self, i: int) -> bool:
-        return any(link == i for link, _ in self.inflight.values())
-
     def _next_event(self) -> int | None:
         """Next slot where an idle link switches to theta + mu u or ends its iteration."""
-        evs = [self.start[i] + (self.B if self.switched[i] else self.b1) for i in range(self.N) if not self._busy(i)]
+        evs = [self.start[i] + (self.B if self.switched[i] else self.b1) for i in range(self.N) if i not in self.busy]
         return min(evs) if evs else None
 
     def _advance(self, t: int) -> None:
         r = self.air.advance(t)
         self.hist = np.concatenate([self.hist, r])
-        idle = [self.start[i] for i in range(self.N) if not self._busy(i)]
+        idle = [self.start[i] for i in range(self.N) if i not in self.busy]
         cut = min(min(idle, default=self.air.t), self.air.t) - self.hist_t0
         if cut > 0:
             self.hist = self.hist[cut:]
@@ -111,11 +109,12 @@ class RealTimeProposed:
 
     def _events(self, t: int) -> None:
         for i in range(self.N):
-            if self._busy(i):
+            if i in self.busy:
                 continue
             if self.switched[i] and self.start[i] + self.B == t:        # iteration over: rates to the link
                 rates = self.hist[self.start[i] - self.hist_t0: t - self.hist_t0, i].copy()
                 self.inflight[self.links.actors[i].step_real.remote(t, rates)] = (i, t)
+                self.busy.add(i)
             elif not self.switched[i] and self.start[i] + self.b1 == t:
                 self.air.set_theta(i, self.sched[i][1])                 # theta_i^k + mu u_i^k in force
                 self.switched[i] = True
@@ -136,6 +135,7 @@ class RealTimeProposed:
         self._run_air_to(max(self.air.t, self._wall_slot()))         # slots up to now ran with theta + mu u
         for ref in ready:
             i, t_end = self.inflight.pop(ref)
+            self.busy.discard(i)
             self.sched[i] = self.links.collect(ray.get(ref))
             self.air.set_theta(i, self.sched[i][0])                   # theta_i^{k+1} from the next slot
             self.update_slots.append(self.air.t - t_end)
