@@ -61,6 +61,7 @@ class RealTimeProposed:
         self.update_slots: list[int] = []
         self.overruns = 0
         self.unreceived = 0
+        self.stopping = False        # set by finish(): iterations that end now start no update
 
     def _restart(self, offsets: list[int]) -> None:
         self.frame0 = [self.air.t + o for o in offsets]  # slot of each link's iteration 0 (its frame)
@@ -112,6 +113,9 @@ class RealTimeProposed:
             if i in self.busy:
                 continue
             if self.switched[i] and self.start[i] + self.B == t:        # iteration over: rates to the link
+                if self.stopping:                                       # run over: no update is started
+                    self.busy.add(i)
+                    continue
                 rates = self.hist[self.start[i] - self.hist_t0: t - self.hist_t0, i].copy()
                 self.inflight[self.links.actors[i].step_real.remote(t, rates)] = (i, t)
                 self.busy.add(i)
@@ -164,7 +168,9 @@ class RealTimeProposed:
             self.last_sum_rate = float(self.hist[-n:].sum(axis=1).mean())
 
     def finish(self) -> None:
-        """Take the updates still running, then let every link drain the d messages in flight."""
+        """Take the updates still running (starting no new one, so every d sent is in ``k``), then
+        let every link drain the d messages in flight."""
+        self.stopping = True
         self._harvest(0.0, block_all=True)
         nb = zc.neighbours(self.cfg)
         self.unreceived = self.links.drain([sum(self.k[j] for j in nb[i]) for i in range(self.N)], DRAIN_TIMEOUT_MS)

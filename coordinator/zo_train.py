@@ -442,4 +442,6 @@ def train(cfg: ZOConfig, trainer, evaluator: Evaluator, iterations: int,
         if on_checkpoint is not None and (it % cfg.run.checkpoint_every == 0 or it == iterations):
             on_checkpoint(it)
     trainer.finish()
+    if row and hasattr(trainer, "unreceived"):      # real clock: d never received within the drain
+        row["unreceived_d"] = float(trainer.unreceived)
     return row

@@ -96,5 +96,9 @@ def test_cli_real_clock_run_folder(tmp_path):
     assert [int(x["iteration"]) for x in rows] == [5, 10]
     assert {"late_d", "stale_d", "overruns", "update_slots", "air_lag_slots"} <= set(rows[-1])
     msgs = [m for m in csv.DictReader((rd / "messages.csv").open()) if m["kind"] == "SCALAR_D"]
-    assert sum(m["event"] == "sent" for m in msgs) == sum(m["event"] == "received" for m in msgs) == 10 * 5 * 4
+    sent = sum(m["event"] == "sent" for m in msgs)
+    # links run free: a fast one may finish more iterations than the slowest one's 10 (never fewer);
+    # every d sent to the 4 others is received (no drop configured), none left in flight
+    assert sent >= 10 * 5 * 4 and sent % 4 == 0
+    assert sent == sum(m["event"] == "received" for m in msgs)
     assert all(int(m["delay_ns"]) == 1_000_000 for m in msgs if m["event"] == "received")
