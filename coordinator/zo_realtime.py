@@ -34,13 +34,13 @@ from coordinator import zo_config as zc
 from coordinator.zo_air import Air
 from coordinator.zo_config import ZOConfig
 from coordinator.zo_ray import RayLinks
-from coordinator.zo_train import Exchange
+from coordinator.zo_train import Exchange, LinkProgress
 from protocol.envelope import now_ns
 
 DRAIN_TIMEOUT_MS = 10_000
 
 
-class RealTimeProposed:
+class RealTimeProposed(LinkProgress):
     """Driver of Algorithm 1 on the wall clock over :class:`coordinator.zo_ray.RayLinks`."""
 
     def __init__(self, cfg: ZOConfig, links: RayLinks, exchange: Exchange):
@@ -72,13 +72,6 @@ class RealTimeProposed:
         self.hist = np.empty((0, self.N))                # rates of slots [hist_t0, air.t)
         self.hist_t0 = self.air.t
         self.t0_ns: int | None = None
-
-    @property
-    def iteration(self) -> int:
-        return min(self.k)
-
-    def thetas(self) -> list[np.ndarray]:
-        return [s[0] for s in self.sched]
 
     # ---- the air on the wall clock ----
     def _wall_slot(self) -> int:

@@ -176,7 +176,23 @@ class InprocLinks:
 # ---------------------------------------------------------------- the proposed method
 
 
-class ZOProposed:
+class LinkProgress:
+    """What both drivers of Algorithm 1 (logical and real clock) expose from ``k`` and ``sched``."""
+
+    k: list[int]
+    sched: list
+
+    @property
+    def iteration(self) -> int:
+        """Iterations completed by every link."""
+        return min(self.k)
+
+    def thetas(self) -> list[np.ndarray]:
+        """theta_i^k of every link (unperturbed)."""
+        return [s[0] for s in self.sched]
+
+
+class ZOProposed(LinkProgress):
     """Algorithm 1 for all links over the air in logical time (any :class:`LinksBackend`)."""
 
     def __init__(self, cfg: ZOConfig, links: LinksBackend, exchange: Exchange):
@@ -197,15 +213,6 @@ class ZOProposed:
         self.hist = np.empty((0, self.N))      # rates of slots [hist_t0, air.t)
         self.hist_t0 = 0
         self.last_sum_rate = float("nan")
-
-    @property
-    def iteration(self) -> int:
-        """Iterations completed by every link."""
-        return min(self.k)
-
-    def thetas(self) -> list[np.ndarray]:
-        """theta_i^k of every link (unperturbed)."""
-        return [s[0] for s in self.sched]
 
     def _next_event(self) -> int:
         t = None

@@ -141,11 +141,7 @@ class MessageLog:
         delay_slots: int = 0,
     ) -> None:
         """Record a message handed to the application at ``t_recv_ns`` (default: now)."""
-        self.record(
-            RECEIVED, env.kind, env.sender, env.receiver if receiver is None else receiver,
-            env.iteration, env.seq, nbytes, env.t_send_ns,
-            now_ns() if t_recv_ns is None else t_recv_ns, delay_ns, delay_slots,
-        )  # fmt: skip
+        self._record_at(RECEIVED, env, nbytes, receiver, t_recv_ns, delay_ns, delay_slots)
 
     def record_dropped(
         self,
@@ -157,8 +153,13 @@ class MessageLog:
         delay_slots: int = 0,
     ) -> None:
         """Record a message dropped by the link emulator (``t_ns``: when, default now)."""
+        self._record_at(DROPPED, env, nbytes, receiver, t_ns, delay_ns, delay_slots)
+
+    def _record_at(self, event: int, env: Envelope, nbytes: int, receiver: int | None, t_ns: int | None,
+                   delay_ns: int, delay_slots: int) -> None:
+        """The row of ``env`` at ``t_ns`` (default now) on this node's side of the link."""
         self.record(
-            DROPPED, env.kind, env.sender, env.receiver if receiver is None else receiver,
+            event, env.kind, env.sender, env.receiver if receiver is None else receiver,
             env.iteration, env.seq, nbytes, env.t_send_ns,
             now_ns() if t_ns is None else t_ns, delay_ns, delay_slots,
         )  # fmt: skip
