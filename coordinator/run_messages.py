@@ -17,6 +17,7 @@ Per-iteration counters of what was sent give the metrics ``msgs_<KIND>`` / ``byt
 from __future__ import annotations
 
 import csv
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,19 @@ class RowCapture(MessageLog):
     def __init__(self) -> None:
         super().__init__(None)
         self.rows: list[Row] = []
+        self.lock = threading.Lock()      # a receiver thread may record while the actor takes
 
     def record(self, event: int, kind: int, sender: int, receiver: int, iteration: int, seq: int, nbytes: int,
                t_send_ns: int = 0, t_recv_ns: int = 0, delay_ns: int = 0, delay_slots: int = 0) -> None:
-        self.rows.append((event, int(kind), sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns,
-                          delay_ns, delay_slots))
+        row = (int(event), int(kind), sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns, delay_ns,
+               delay_slots)
+        with self.lock:
+            self.rows.append(row)
 
     def take(self) -> list[Row]:
         """The rows recorded since the last call."""
-        rows, self.rows = self.rows, []
+        with self.lock:
+            rows, self.rows = self.rows, []
         return rows
 
 

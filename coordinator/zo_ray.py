@@ -41,6 +41,7 @@ import ray
 
 from bs_agent.zo_agent import utility
 from coordinator import zo_config as zc
+from coordinator.run_messages import RowCapture
 from coordinator.zo_config import ZOConfig
 from coordinator.zo_train import Exchange, d_envelope, entries_of, link_models, make_agent
 from protocol.barrier import ring_barrier
@@ -55,39 +56,34 @@ D_KINDS = (int(Kind.SCALAR_D), int(Kind.RELAY_D))
 ROW_FIELDS = 11   # event, kind, sender, receiver, iteration, seq, nbytes, t_send, t_recv, delay_ns, delay_slots
 
 
-class RowLog(MessageLog):
+class RowLog(RowCapture):
     """A node's message log whose rows travel back to the coordinator with each call (no file).
 
     With ``hold`` (logical clock), the row of a received d message waits for the ZO emulator's
     verdict (:meth:`resolve`): it becomes a received row with its delay in slots, or a dropped row."""
 
     def __init__(self, hold: bool) -> None:
-        super().__init__(None)
+        super().__init__()
         self.hold = hold
-        self.rows: list[tuple[int, ...]] = []
         self.held: dict[tuple[int, int], tuple[int, ...]] = {}
-        self.lock = threading.Lock()      # real clock: the receiver thread records too
 
     def record(self, event: int, kind: int, sender: int, receiver: int, iteration: int, seq: int, nbytes: int,
                t_send_ns: int = 0, t_recv_ns: int = 0, delay_ns: int = 0, delay_slots: int = 0) -> None:
-        row = (int(event), int(kind), sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns, delay_ns,
-               delay_slots)
         if self.hold and event == RECEIVED and kind in D_KINDS:
-            self.held[(sender, seq)] = row
+            self.held[(sender, seq)] = (int(event), int(kind), sender, receiver, iteration, seq, nbytes, t_send_ns,
+                                        t_recv_ns, delay_ns, delay_slots)
         else:
-            with self.lock:
-                self.rows.append(row)
+            super().record(event, kind, sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns, delay_ns,
+                           delay_slots)
 
     def resolve(self, sender: int, seq: int, dec: LinkDecision) -> None:
         """The held row of (sender, seq) with the emulator's decision (delay in slots, dropped)."""
         row = self.held.pop((sender, seq))
-        self.rows.append((DROPPED if dec.dropped else RECEIVED, *row[1:10], dec.delay))
+        super().record(DROPPED if dec.dropped else RECEIVED, *row[1:10], dec.delay)
 
-    def take(self) -> np.ndarray:
+    def take(self) -> np.ndarray:  # type: ignore[override]
         """[rows, 11] int64 of everything recorded since the last call."""
-        with self.lock:
-            rows, self.rows = self.rows, []
-        return np.asarray(rows, dtype=np.int64).reshape(-1, ROW_FIELDS)
+        return np.asarray(super().take(), dtype=np.int64).reshape(-1, ROW_FIELDS)
 
 
 @ray.remote(num_cpus=0, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}})
