@@ -4,7 +4,8 @@ The air is paced by the wall clock: slot t occupies [t0 + t * slot_s, t0 + (t + 
 driver computes slots in batches up to the current wall-clock slot, never ahead of it (when it
 cannot keep up, the air lags and catches up in one batch; the lag is reported). Link i's iteration
 starts at the slot its parameters reach the air: theta_i^k for B1 slots, theta_i^k + mu u_i^k for
-B2 slots, then its rates go to its actor in a Ray call that the driver does NOT wait for — the air
+B2 slots, then its rates go to its actor over the air port (a ZeroMQ frame, :mod:`coordinator.zo_ray_air`;
+no Ray call per iteration) and the driver does NOT wait for the reply — the air
 runs on, the link keeping theta + mu u in force until its update comes back (that latency, in
 slots, is reported as ``update_slots``). Links keep a common frame, as the paper's asynchronous
 model does (same period, fixed offsets): link i's iteration k is scheduled at slot
@@ -12,7 +13,7 @@ o_i + k (B + guard_slots); an update that comes back after that slot starts its 
 (counted in ``overruns``), and the next one is back on its frame if the guard covers the latency —
 so iteration indices stay aligned and eq. (8) sees d_j^k and d_j^{k-1}, not arbitrary old ones.
 
-Inside the call the actor sends d, takes whatever the protocol's real-time deadline queue
+On that frame the actor sends d, takes whatever the protocol's real-time deadline queue
 (``LinkEmulator(clock="real")`` in its :class:`protocol.RingNode`, delays in seconds) has released
 and updates at once: eq. (8) by arrival time (a d_j^k that arrived in time is fresh, one that came
 after link i's update k is used as the stale term of update k + 1 with u_i^k, anything older is
@@ -28,7 +29,6 @@ import time
 from typing import Any
 
 import numpy as np
-import ray
 
 from coordinator import zo_config as zc
 from coordinator.zo_air import Air
@@ -67,8 +67,8 @@ class RealTimeProposed(LinkProgress):
         self.frame0 = [self.air.t + o for o in offsets]  # slot of each link's iteration 0 (its frame)
         self.start = list(self.frame0)                   # slot where each link's current iteration begins
         self.switched = [False] * self.N
-        self.inflight: dict[Any, tuple[int, int]] = {}   # ref -> (link, slot its iteration ended)
-        self.busy: set[int] = set()                      # links whose update is running
+        self.inflight: dict[int, int] = {}               # link whose update is running -> slot its iteration ended
+        self.busy: set[int] = set()                      # links whose update is running (or, stopping, never started)
         self.hist = np.empty((0, self.N))                # rates of slots [hist_t0, air.t)
         self.hist_t0 = self.air.t
         self.t0_ns: int | None = None
@@ -110,7 +110,8 @@ class RealTimeProposed(LinkProgress):
                     self.busy.add(i)
                     continue
                 rates = self.hist[self.start[i] - self.hist_t0: t - self.hist_t0, i].copy()
-                self.inflight[self.links.actors[i].step_real.remote(t, rates)] = (i, t)
+                self.links.submit([i], t, {i: rates}, real=True)
+                self.inflight[i] = t
                 self.busy.add(i)
             elif not self.switched[i] and self.start[i] + self.b1 == t:
                 self.air.set_theta(i, self.sched[i][1])                 # theta_i^k + mu u_i^k in force
@@ -118,22 +119,19 @@ class RealTimeProposed(LinkProgress):
 
     def _harvest(self, timeout_s: float, block_all: bool = False) -> None:
         """Put in force the updates that came back (waiting up to ``timeout_s`` for one)."""
-        refs = list(self.inflight)
-        if not refs:
+        if not self.inflight:
             if timeout_s > 0 and not block_all:
                 time.sleep(timeout_s)
             return
-        ready, rest = ray.wait(refs, num_returns=len(refs) if block_all else 1,
-                               timeout=None if block_all else timeout_s)
+        # (and any other reply that is in)
+        ready = self.links.ready(None if block_all else timeout_s, len(self.inflight) if block_all else 1)
         if not ready:
             return
-        if rest:                                                      # and any other that is done
-            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         self._run_air_to(max(self.air.t, self._wall_slot()))         # slots up to now ran with theta + mu u
-        for ref in ready:
-            i, t_end = self.inflight.pop(ref)
+        for i, sched in ready.items():
+            t_end = self.inflight.pop(i)
             self.busy.discard(i)
-            self.sched[i] = self.links.collect(ray.get(ref))
+            self.sched[i] = sched
             self.air.set_theta(i, self.sched[i][0])                   # theta_i^{k+1} from the next slot
             self.update_slots.append(self.air.t - t_end)
             self.k[i] += 1

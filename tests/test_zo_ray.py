@@ -17,12 +17,16 @@ def _cfg(**algo) -> ZOConfig:
                               run={"iterations": 5, "eval_every": 5, "eval_sequences": 2, "eval_slots": 5})
 
 
-@pytest.mark.parametrize("algo", [
-    {},
-    {"update": "async", "asynchrony": 40.0, "delay_kind": "uniform", "jitter": 2.0, "drop_prob": 0.2},
-    {"update": "graph", "graph": "random", "asynchrony": 20.0, "delay": 1.0},
+@pytest.mark.parametrize(("algo", "per_actor"), [
+    ({}, 1),
+    ({"update": "async", "asynchrony": 40.0, "delay_kind": "uniform", "jitter": 2.0, "drop_prob": 0.2}, 1),
+    ({"update": "graph", "graph": "random", "asynchrony": 20.0, "delay": 1.0}, 1),
+    ({"update": "async", "asynchrony": 40.0, "delay_kind": "uniform", "jitter": 2.0, "drop_prob": 0.2}, 2),
+    ({"update": "graph", "graph": "random", "asynchrony": 20.0, "delay": 1.0}, 5),
 ])
-def test_inproc_equals_ray_in_logical_time(ray_session, algo):
+def test_inproc_equals_ray_in_logical_time(ray_session, algo, per_actor):
+    """Same trajectories and the same d traffic in the log, whether each link has its own actor or
+    several links share one (each still with its own agent and ZeroMQ node)."""
     from coordinator.zo_ray import RayLinks
 
     cfg = _cfg(**algo)
@@ -31,10 +35,12 @@ def test_inproc_equals_ray_in_logical_time(ray_session, algo):
     a = make_trainer(cfg, log_a, ex_a)
     train(cfg, a, Evaluator(cfg), cfg.run.iterations)
     log_b = MessageLog(None)
-    links = RayLinks(cfg, log_b, ex_b)
+    links = RayLinks(cfg, log_b, ex_b, links_per_actor=per_actor)
     try:
         b = make_trainer(cfg, log_b, ex_b, links)
         train(cfg, b, Evaluator(cfg), cfg.run.iterations)
+        air = links.air_stats()
+        n_actors = len(links.actors)
     finally:
         links.close()
     for x, y in zip(a.thetas(), b.thetas(), strict=True):
@@ -51,6 +57,11 @@ def test_inproc_equals_ray_in_logical_time(ray_session, algo):
     hello = kinds_b["HELLO"]
     assert hello["sent"]["count"] == hello["received"]["count"] == ex_b.messages // cfg.run.iterations
     assert kinds_b[d_kinds[0]]["latency_ns"]["count"] > 0          # rows carry send and receive times
+    # the air port (rates in, schedules out) is not a message of the algorithm: nothing of it in the
+    # log; one reply per link update, plus one per actor for the final settle
+    assert set(kinds_b) == {*d_kinds, "HELLO"}
+    assert air["air_frames_from_links"] == sum(b.k) + n_actors
+    assert air["air_frames_to_links"] >= cfg.run.iterations
 
 
 def test_ray_resume_from_checkpoint_equals_uninterrupted_inproc(ray_session):
