@@ -1,12 +1,18 @@
 """Where the agents live. Both backends expose the same batched calls (one per agent per phase):
 
     load(gains_norm, stochastic)      scatter each agent its local CSI for the M slots
-    act_all()                         every agent acts on all its slots  -> [M, L] power fractions
-    act_round_robin(position, it, run_id) B passes of the power token over the ring -> ([M, L], hop rows)
-    start_learning(returns, step_w)   freeze pi_old, A = G - V(s), weights gamma^n A, share of eq. (18)
-    fvp(v), surrogate_kl(theta)       shares of eq. (19) and of eqs. (22)-(23)
+    act_all(gains_norm=None)          (load, then) every agent acts on all its slots -> [M, L] fractions
+    act_round_robin(position, it, run_id, gains_norm=None)
+                                      (load, then) B passes of the power token over the ring -> ([M, L], rows)
+    start_learning(returns, step_w, critic)  freeze pi_old, A = G - V(s), weights gamma^n A, share of eq. (18)
+    fvp(v, critic, phi), surrogate_kl(theta, critic, phi)   shares of eq. (19) and of eqs. (22)-(23)
     value_round(theta, phi)           (optionally set theta / phi, then) the critic's gradient share
-    set_policy(theta), set_value(phi), rng_states(), set_rng_states()
+    set_params(theta, phi), set_policy(theta), set_value(phi), rng_states(), set_rng_states()
+
+A critic round (the critic's share at the stored returns, after setting ``phi`` if given) can ride on
+the learning calls (``critic=True``): it needs only the returns and phi, not the policy step, so the
+coordinator sends round e with whatever call goes to the agents next and the ray backend saves a
+round trip per round. Those calls return ``(share, (c, loss) | None)`` per agent.
 
 Vectors travel as numpy arrays. Every call runs :class:`AgentOps` — the inproc backend in this
 process, :class:`coordinator.ray_backend.RayBackend` inside its actors — so the math of the two is
@@ -43,6 +49,10 @@ def agent_csi(spec: AgentSpec, gains_norm: np.ndarray, agent: int) -> np.ndarray
 def token_payload(p_frac: np.ndarray, decided: np.ndarray) -> dict[str, np.ndarray]:
     """The round-robin token on the wire: powers so far [M, L] (float32), decided flags [M, B]."""
     return {"p": p_frac.astype(np.float32), "decided": decided.astype(np.int64)}
+
+
+Crit = tuple[np.ndarray, float] | None
+"""A critic round's share riding on another call: (gradient share c, loss share), or None."""
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -85,23 +95,38 @@ class AgentOps:
     def act(self) -> np.ndarray:
         return self.bs.act()
 
+    def load_act(self, csi: np.ndarray, stochastic: bool = True) -> np.ndarray:
+        self.bs.load_csi(csi, stochastic)
+        return self.bs.act()
+
     def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int) -> None:
         self.bs.rr_pass(p_frac, decided, position, n)
 
     # ---- learning shares
-    def start_learning(self, returns: np.ndarray, step_w: np.ndarray) -> np.ndarray:
+    def start_learning(self, returns: np.ndarray, step_w: np.ndarray, critic: bool = False
+                       ) -> tuple[np.ndarray, Crit]:
         """Freeze pi_old, advantages A = G - V(s) with this BS's critic, weights gamma^n A, and the
-        share of eq. (18). ``returns`` G and ``step_w`` gamma^n are [M] float64."""
+        share of eq. (18) (and a critic round at the current phi if asked). ``returns`` G and
+        ``step_w`` gamma^n are [M] float64."""
         V = self.bs.finish_acting()
         self.returns = returns
         self.bs.set_weights(step_w * (returns - V))
-        return _np(self.bs.policy_gradient())
+        return _np(self.bs.policy_gradient()), self._critic(critic)
 
-    def fvp(self, v: np.ndarray) -> np.ndarray:
-        return _np(self.bs.fisher_vector_product(_t(v)))
+    def fvp(self, v: np.ndarray, critic: bool = False, phi: np.ndarray | None = None) -> tuple[np.ndarray, Crit]:
+        return _np(self.bs.fisher_vector_product(_t(v))), self._critic(critic, phi)
 
-    def surrogate_kl(self, theta: np.ndarray) -> tuple[float, float]:
-        return self.bs.surrogate_kl(_t(theta))
+    def surrogate_kl(self, theta: np.ndarray, critic: bool = False, phi: np.ndarray | None = None
+                     ) -> tuple[tuple[float, float], Crit]:
+        return self.bs.surrogate_kl(_t(theta)), self._critic(critic, phi)
+
+    def _critic(self, critic: bool, phi: np.ndarray | None = None) -> Crit:
+        return self.value_round(None, phi) if critic else None
+
+    def set_params(self, theta: np.ndarray, phi: np.ndarray | None) -> None:
+        self.set_policy(theta)
+        if phi is not None:
+            self.set_value(phi)
 
     def value_round(self, theta: np.ndarray | None = None, phi: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Take the broadcast parameters (if given), then the critic share at the stored returns."""
@@ -160,15 +185,22 @@ class InprocBackend:
         for i, a in zip(agent_ids(self.spec), self.agents, strict=True):
             a.load(agent_csi(self.spec, gains_norm, i), stochastic)
 
-    def act_all(self) -> np.ndarray:
-        out = [a.act() for a in self.agents]
+    def act_all(self, gains_norm: np.ndarray | None = None, stochastic: bool = True) -> np.ndarray:
+        """Every agent acts on all its slots (after loading ``gains_norm`` if given)."""
+        if gains_norm is None:
+            out = [a.act() for a in self.agents]
+        else:
+            out = [a.load_act(agent_csi(self.spec, gains_norm, i), stochastic)
+                   for i, a in zip(agent_ids(self.spec), self.agents, strict=True)]
         return out[0] if self.spec.scheme == "centralized" else np.concatenate(out, axis=1)
 
     def act_round_robin(self, position: np.ndarray, iteration: int = 0, run_id: str = "",
-                        log_hops: bool = True) -> tuple[np.ndarray, list[Row]]:
+                        log_hops: bool = True, gains_norm: np.ndarray | None = None) -> tuple[np.ndarray, list[Row]]:
         """position [M, B]: step of BS b in slot m's order. The token (powers so far, flags) goes around
         the ring 0 -> 1 -> ... -> B-1 B times; on pass n each BS fills the slots where it is step n.
         Returns the powers and the B*B - 1 hops as log rows (the last BS keeps the final token)."""
+        if gains_norm is not None:
+            self.load(gains_norm)
         M, B = position.shape
         p_frac = np.zeros((M, B * self.spec.K))
         decided = np.zeros((M, B), dtype=bool)
@@ -181,14 +213,21 @@ class InprocBackend:
         return p_frac, rows
 
     # ---- learning shares
-    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [a.start_learning(G, w) for a, G, w in zip(self.agents, returns, step_w, strict=True)]
+    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray], critic: bool = False
+                       ) -> list[tuple[np.ndarray, Crit]]:
+        return [a.start_learning(G, w, critic) for a, G, w in zip(self.agents, returns, step_w, strict=True)]
 
-    def fvp(self, v: np.ndarray) -> list[np.ndarray]:
-        return [a.fvp(v) for a in self.agents]
+    def fvp(self, v: np.ndarray, critic: bool = False, phi: np.ndarray | None = None
+            ) -> list[tuple[np.ndarray, Crit]]:
+        return [a.fvp(v, critic, phi) for a in self.agents]
 
-    def surrogate_kl(self, theta: np.ndarray) -> list[tuple[float, float]]:
-        return [a.surrogate_kl(theta) for a in self.agents]
+    def surrogate_kl(self, theta: np.ndarray, critic: bool = False, phi: np.ndarray | None = None
+                     ) -> list[tuple[tuple[float, float], Crit]]:
+        return [a.surrogate_kl(theta, critic, phi) for a in self.agents]
+
+    def set_params(self, theta: np.ndarray, phi: np.ndarray | None) -> None:
+        for a in self.agents:
+            a.set_params(theta, phi)
 
     def value_round(self, theta: np.ndarray | None = None, phi: np.ndarray | None = None
                     ) -> list[tuple[np.ndarray, float]]:

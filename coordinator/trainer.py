@@ -150,14 +150,13 @@ class Trainer:
         M, B, K, L = self.cfg.trpo.episodes, self.B, self.K, self.L
         ub = self.scenario.user_bs_gains(M, self.air_rng)              # [M, L, B] the air
         gn = self.norm(ub)
-        self.backend.load(gn)
         log = self.log
         position = None
         t = now_ns()
         if self.cfg.run.scheme == "centralized":
             # each BS uploads its own downlink gains to all L users (K*B per slot) to the central agent
             log.from_each(Kind.CSI_UPLOAD, range(B), it, [{"gains": gn[:, :, b]} for b in range(B)], t)
-            frac = self.backend.act_all()
+            frac = self.backend.act_all(gn)   # the CSI is loaded in the same call
             # the central agent returns each BS its K powers
             log.to_each(Kind.POWER_ASSIGNMENT, range(B), it, [{"p": frac[:, b * K:(b + 1) * K]} for b in range(B)],
                         t)
@@ -165,11 +164,11 @@ class Trainer:
             position = random_positions(self.order_rng, M, B)
             # B passes of the token around the ring, one message per hop carrying the whole batch: the
             # hops as the nodes logged them, then the final token from the last BS to the coordinator
-            frac, hops = self.backend.act_round_robin(position, it, log.run_id)
+            frac, hops = self.backend.act_round_robin(position, it, log.run_id, gains_norm=gn)
             log.record_rows(hops)
             log.carried(Kind.POWER_VECTOR, B - 1, COORDINATOR, it, {"p": frac}, t)
         else:
-            frac = self.backend.act_all()
+            frac = self.backend.act_all(gn)
         problem = Problem(expand_gains(ub, K), self.scenario.noise_w, np.full(L, self.scenario.p_max_w),
                           self.scenario.bandwidth_hz, B, K, self.scenario.bs_sum_power_w)
         p = powers_w(frac, problem)
@@ -196,11 +195,15 @@ class Trainer:
         count = float(M * N)
 
         # ---- policy gradient, eq. (18): each agent freezes pi_old, weights gamma^n (G - V(s)), its share
+        # The critic's rounds need only the returns and phi, not the policy step: round e rides on the
+        # next call to the agents (this one, the FVP requests, the line search), the rest go alone.
+        critic = _CriticRounds(self, count)
         t = now_ns()
-        g_shares = self.backend.start_learning(returns, step_w)
+        out = self.backend.start_learning(returns, step_w, critic.pending)
         log.to_each(Kind.METRICS, ids, it, [{"G": G, "gamma_n": w} for G, w in zip(returns, step_w, strict=True)], t)
-        log.from_each(Kind.GRADIENT, ids, it, [{"g": x} for x in g_shares], t)
-        g = shares_sum(g_shares) / count
+        log.from_each(Kind.GRADIENT, ids, it, [{"g": x} for x, _ in out], t)
+        critic.take(out, t)
+        g = shares_sum([x for x, _ in out]) / count
         metrics: dict[str, float] = {}
         if cfg.run.algo == "a2c":
             with torch.no_grad():
@@ -209,7 +212,7 @@ class Trainer:
             self.pol.grad = -g.to(self.pol.dtype)
             self.a2c_opt.step()
             new_theta = self.pol.detach().clone()
-            surr, kl = self._surrogate_kl(new_theta, count)
+            surr, kl = self._surrogate_kl(new_theta, count, critic)
             self.theta = new_theta
             metrics.update(kl=kl, surrogate=surr, backtracks=0, ls_success=1, cg_residual=0.0, cg_iters=0)
         else:
@@ -218,19 +221,21 @@ class Trainer:
             def Fvp(v: torch.Tensor) -> torch.Tensor:   # eq. (19) + damping
                 v_np = v.numpy()
                 t = now_ns()
-                shares = self.backend.fvp(v_np)
+                out = self.backend.fvp(v_np, critic.pending, critic.phi)
                 log.to_each(Kind.FVP_REQUEST, ids, it, [{"v": v_np}] * len(ids), t)
-                log.from_each(Kind.FVP, ids, it, [{"fvp": x} for x in shares], t)
-                return shares_sum(shares) / count + damping * v
+                critic.log_request(t)
+                log.from_each(Kind.FVP, ids, it, [{"fvp": x} for x, _ in out], t)
+                critic.take(out, t)
+                return shares_sum([x for x, _ in out]) / count + damping * v
 
             step, cg, _ = trpo_step(g, Fvp, cfg.trpo.delta, cfg.trpo.cg_iters, cfg.trpo.cg_tol)   # eq. (20)
-            ls = line_search(self.theta, step, lambda th: self._surrogate_kl(th, count), cfg.trpo.delta,
+            ls = line_search(self.theta, step, lambda th: self._surrogate_kl(th, count, critic), cfg.trpo.delta,
                              cfg.trpo.zeta, cfg.trpo.max_backtracks)
             self.theta = ls.theta
             metrics.update(kl=ls.kl, surrogate=ls.surrogate, backtracks=ls.backtracks,
                            ls_success=int(ls.accepted), cg_residual=cg.residual, cg_iters=cg.iterations,
                            step_norm=float(step.norm()))
-        vloss = self._critic(returns, count)
+        vloss = critic.finish()
         self.iteration += 1
         mean_r = float(R.mean())
         metrics = {
@@ -240,37 +245,71 @@ class Trainer:
         }
         return metrics
 
-    def _surrogate_kl(self, theta: torch.Tensor, count: float) -> tuple[float, float]:
+    def _surrogate_kl(self, theta: torch.Tensor, count: float, critic: _CriticRounds) -> tuple[float, float]:
         """Candidate parameters to every agent; mean surrogate (eq. 22) and KL (eq. 23) from their shares."""
         th, ids = theta.numpy(), self.ids
         t = now_ns()
-        shares = self.backend.surrogate_kl(th)
+        out = self.backend.surrogate_kl(th, critic.pending, critic.phi)
         self.log.to_each(Kind.PARAMETERS, ids, self.iteration, [{"theta": th}] * len(ids), t)
-        self.log.from_each(Kind.METRICS, ids, self.iteration, [{"surrogate": s, "kl": k} for s, k in shares], t)
-        return sum(s for s, _ in shares) / count, sum(k for _, k in shares) / count
+        critic.log_request(t)
+        self.log.from_each(Kind.METRICS, ids, self.iteration, [{"surrogate": s, "kl": k} for (s, k), _ in out], t)
+        critic.take(out, t)
+        return sum(s for (s, _), _ in out) / count, sum(k for (_, k), _ in out) / count
 
-    def _critic(self, returns: list[np.ndarray], count: float) -> float:
-        """Broadcast the accepted theta, then full-batch Adam steps on sum (V - G)^2 from the summed
-        shares; each round carries the parameters of the previous step. Returns the last mean loss."""
-        it, ids, log = self.iteration, self.ids, self.log
-        theta, phi, vloss = self.theta.numpy(), None, float("nan")
-        for e in range(self.cfg.trpo.value_epochs):
+
+class _CriticRounds:
+    """The critic's full-batch Adam steps on sum (V - G)^2 from the summed shares, one round per step
+    (``trpo.value_epochs``). Round 0 runs at the current phi, round e > 0 carries the phi of step
+    e - 1. A round rides on whichever call goes to the agents next (while :attr:`pending`); the rounds
+    left after the line search go alone, then the accepted theta and the last phi are broadcast.
+    The same Adam steps on the same shares as running the rounds after the policy step."""
+
+    def __init__(self, tr: Trainer, count: float) -> None:
+        self.tr, self.count = tr, count
+        self.left = tr.cfg.trpo.value_epochs
+        self.phi: np.ndarray | None = None        # None: round 0, the agents' current phi
+        self.vloss = float("nan")
+
+    @property
+    def pending(self) -> bool:
+        return self.left > 0
+
+    def log_request(self, t: int) -> None:
+        """The PARAMETERS message of a round riding on a call sent at ``t`` (round 0 has none)."""
+        if self.pending and self.phi is not None:
+            ids = self.tr.ids
+            self.tr.log.to_each(Kind.PARAMETERS, ids, self.tr.iteration, [{"phi": self.phi}] * len(ids), t)
+
+    def take(self, out: list, t: int) -> None:
+        """Consume the agents' critic shares from a call's results ``[(share, (c, loss) | None)]``."""
+        if not self.pending:
+            return
+        tr = self.tr
+        shares = [c for _, c in out]
+        tr.log.from_each(Kind.GRADIENT, tr.ids, tr.iteration, [{"c": c, "loss": lv} for c, lv in shares], t)
+        grad = shares_sum([c for c, _ in shares]) / self.count
+        self.vloss = sum(lv for _, lv in shares) / self.count
+        tr.value_opt.zero_grad()
+        tr.phi.grad = grad.to(tr.phi.dtype)
+        tr.value_opt.step()
+        self.phi = tr.phi.detach().numpy().copy()
+        self.left -= 1
+
+    def finish(self) -> float:
+        """The rounds left, each alone; then broadcast the accepted theta (and the last phi). Returns
+        the last mean loss."""
+        tr, ids, it, log = self.tr, self.tr.ids, self.tr.iteration, self.tr.log
+        while self.pending:
             t = now_ns()
-            shares = self.backend.value_round(theta if e == 0 else None, phi)
-            name, x = ("theta", theta) if e == 0 else ("phi", phi)
-            log.to_each(Kind.PARAMETERS, ids, it, [{name: x}] * len(ids), t)
-            log.from_each(Kind.GRADIENT, ids, it, [{"c": c, "loss": lv} for c, lv in shares], t)
-            grad = shares_sum([c for c, _ in shares]) / count
-            vloss = sum(lv for _, lv in shares) / count
-            self.value_opt.zero_grad()
-            self.phi.grad = grad.to(self.phi.dtype)
-            self.value_opt.step()
-            phi = self.phi.detach().numpy().copy()
-        t = now_ns()
-        name, x = ("theta", theta) if phi is None else ("phi", phi)
-        (self.backend.set_policy if phi is None else self.backend.set_value)(x)
-        log.to_each(Kind.PARAMETERS, ids, it, [{name: x}] * len(ids), t)
-        return vloss
+            shares = tr.backend.value_round(None, self.phi)
+            self.log_request(t)
+            self.take([(None, c) for c in shares], t)
+        theta, t = tr.theta.numpy(), now_ns()
+        tr.backend.set_params(theta, self.phi)
+        log.to_each(Kind.PARAMETERS, ids, it, [{"theta": theta}] * len(ids), t)
+        if self.phi is not None:
+            log.to_each(Kind.PARAMETERS, ids, it, [{"phi": self.phi}] * len(ids), t)
+        return self.vloss
 
 
 def evaluate_policy(cfg: TrainConfig, theta: torch.Tensor, problem: Problem, seed: int = 0) -> np.ndarray:
