@@ -46,6 +46,7 @@ class ZOHyper:
     b2: int = 50
     utility: str = "rate"            # U_i = R_i ('rate') or log(R_i + eps) ('log_rate')
     log_eps: float = 1e-3
+    layer_scale: tuple[float, ...] = ()   # c_l per layer: Algorithm 1 on theta' with theta = D theta'
 
     @property
     def batch(self) -> int:
@@ -77,6 +78,7 @@ class ZOLinkAgent:
     pending: list[tuple[int, Entry]] = field(default_factory=list)   # (arrival slot, entry)
     stats: dict[str, float] = field(default_factory=dict)
     _u_cache: dict[int, np.ndarray] = field(default_factory=dict)
+    _scale: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,16 +88,22 @@ class ZOLinkAgent:
         depth = {"sync": 0, "async": 1, "graph": self.d_max}[self.mode]
         if self.buffer is None:
             self.buffer = RelayBuffer(self.index, depth)
+        self._scale = self.spec.layer_scale(tuple(self.hyper.layer_scale))
         for key in ("d", "grad_norm", "applied", "stale", "duplicates"):
             self.stats.setdefault(key, 0.0)
 
     # ---- perturbations (never sent; regenerated from (seed, i, k)) ----
     def u(self, k: int) -> np.ndarray:
-        """u_i^k from the perturbation buffer (depth D_max), regenerated on a miss."""
+        """D u_i^k from the perturbation buffer (depth D_max), regenerated on a miss.
+
+        D = diag(c_l per layer) (``hyper.layer_scale``, identity by default): Algorithm 1 run on theta'
+        for the policy phi_i(s, D theta') perturbs theta' by mu u and steps (gamma/mu) alpha u, i.e.
+        theta = D theta' by mu D u and (gamma/mu) alpha D u, so eq. (7)-(9) apply unchanged to D u.
+        """
         if k < 0:
             return np.zeros(self.spec.n_params)
         if k not in self._u_cache:
-            self._u_cache[k] = perturbation(self.root_seed, self.index, k, self.spec.n_params)
+            self._u_cache[k] = self._scale * perturbation(self.root_seed, self.index, k, self.spec.n_params)
             for old in [t for t in self._u_cache if t < k - self.buffer.d_max - 1]:
                 del self._u_cache[old]
         return self._u_cache[k]

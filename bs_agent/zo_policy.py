@@ -46,6 +46,21 @@ class MLPSpec:
             out.append((W, b))
         return out
 
+    def layer_scale(self, scale: tuple[float, ...]) -> np.ndarray:
+        """D [n]: c_l on every weight and bias of layer l (``scale`` = (c_1, ..., c_L); empty: all 1).
+
+        The zeroth-order links run Algorithm 1 on theta' with the policy phi_i(s, D theta'): in theta
+        that is the perturbation mu D u and the update (gamma / mu) alpha-sum D u (see
+        :meth:`bs_agent.zo_agent.ZOLinkAgent.u`).
+        """
+        if not scale:
+            return np.ones(self.n_params)
+        if len(scale) != len(self.sizes) - 1:
+            raise ValueError(f"layer scale: expected {len(self.sizes) - 1} factors (one per layer), got {len(scale)}")
+        return np.concatenate([np.full(o * i + o, float(c))
+                               for (i, o), c in zip(zip(self.sizes[:-1], self.sizes[1:], strict=False), scale,
+                                                    strict=True)])
+
     def init(self, rng: np.random.Generator) -> np.ndarray:
         """theta^0 [n]: Glorot-uniform weights, zero biases (output p_max / 2 on average)."""
         parts = []

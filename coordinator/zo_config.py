@@ -62,6 +62,10 @@ class ZOAlgoConfig:
     mu: float = _f(1.0, "smoothing radius mu", range=(1e-9, 1e6))
     gamma0: float = _f(1.0, "gamma_0 of gamma^k = gamma_0 / (k+1)^gamma_tilde", range=(0.0, 1e6))
     gamma_tilde: float = _f(0.5, "gamma_tilde", range=(0.0, 10.0))
+    layer_scale: tuple[float, ...] = _f((), "per-layer scale c_l: Algorithm 1 on theta' with policy "
+                                        "phi_i(s, D theta'), D = diag(c_l on layer l's weights and biases): "
+                                        "perturbation mu c_l u and step (gamma/mu) alpha c_l u in layer l; "
+                                        "empty: all 1 (paper)")
     b1: int = _f(50, "B1 slots at theta", range=(1, 1_000_000))
     b2: int = _f(50, "B2 slots at theta + mu u", range=(1, 1_000_000))
     utility: str = _f("rate", "U_i = R_i (rate) or log(R_i + eps) (log_rate)", choices=("rate", "log_rate"))
@@ -141,6 +145,13 @@ def validate(cfg: ZOConfig) -> None:
     if cfg.algo.graph == "random" and cfg.algo.max_degree < 2 and N > 2:
         raise ZOConfigError("algo.max_degree: a connected graph on more than 2 links needs >= 2")
     hidden_per_link(cfg)
+    if cfg.algo.layer_scale:
+        if any(not c > 0 for c in cfg.algo.layer_scale):
+            raise ZOConfigError("algo.layer_scale: expected factors > 0")
+        bad = [sp.sizes for sp in specs(cfg) if len(sp.sizes) - 1 != len(cfg.algo.layer_scale)]
+        if bad:
+            raise ZOConfigError(f"algo.layer_scale: expected one factor per layer ({len(bad[0]) - 1} for layer "
+                                f"sizes {bad[0]}), got {len(cfg.algo.layer_scale)}")
     if cfg.run.method == "fl" and len(set(specs(cfg))) != 1:
         raise ZOConfigError("run.method=fl averages parameters: every link needs the same architecture "
                             "(leave policy.per_link_hidden empty)")
@@ -199,7 +210,8 @@ def scenario(cfg: ZOConfig) -> Scenario:
 
 def hyper(cfg: ZOConfig) -> ZOHyper:
     a = cfg.algo
-    return ZOHyper(mu=a.mu, gamma0=a.gamma0, gamma_tilde=a.gamma_tilde, b1=a.b1, b2=a.b2, utility=a.utility)
+    return ZOHyper(mu=a.mu, gamma0=a.gamma0, gamma_tilde=a.gamma_tilde, b1=a.b1, b2=a.b2, utility=a.utility,
+                   layer_scale=tuple(float(c) for c in a.layer_scale))
 
 
 def neighbours(cfg: ZOConfig) -> list[list[int]]:

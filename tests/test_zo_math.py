@@ -239,3 +239,33 @@ def test_decentralized_eq7_with_paper_steps_climbs_a_coupled_concave_utility():
     z = np.concatenate(thetas)
     assert f(z) > 0.01 * f0                            # >= 99 % of the gap to the optimum (f = 0) closed
     assert np.linalg.norm(z - x_star) < 0.1 * np.linalg.norm(x_star)
+
+
+def test_layer_scale_is_algorithm_1_on_the_reparametrised_policy():
+    # phi_i(s, D theta') with D = diag(c_l on layer l): Algorithm 1 on theta' perturbs theta' by mu u and
+    # steps (gamma/mu)(sum_j d_j) u; mapped back to theta = D theta' the agent must perturb by mu D u and
+    # step (gamma/mu)(sum_j d_j) D u — computed here by hand in theta' and compared.
+    spec = MLPSpec((4, 3, 1))                         # layer 1: 12 + 3 params, layer 2: 3 + 1
+    D = np.array([0.5] * 15 + [4.0] * 4)
+    assert np.array_equal(spec.layer_scale((0.5, 4.0)), D)
+    assert np.array_equal(spec.layer_scale(()), np.ones(19))
+    with pytest.raises(ValueError):
+        spec.layer_scale((1.0,))
+    hy = ZOHyper(mu=0.7, gamma0=2.0, gamma_tilde=0.5, b1=2, b2=2, layer_scale=(0.5, 4.0))
+    ag = ZOLinkAgent(0, spec, hy, 9, "sync", (1,), 0)
+    theta_p = ag.theta / D                            # theta' of the same initial policy
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal((5, 1, 4))
+    for k in range(3):
+        u = perturbation(9, 0, k, spec.n_params)     # Algorithm 1's u_i^k ~ N(0, I) in theta'
+        base, pert = ag.schedule()
+        assert np.allclose(base, D * theta_p) and np.allclose(pert, D * (theta_p + 0.7 * u))
+        # the perturbed policy is phi(s, D (theta' + mu u))
+        assert np.allclose(forward_stacked(spec, pert[None], s), forward_stacked(spec, (D * (theta_p + 0.7 * u))[None], s))
+        d_own, d_other = 0.3 * (k + 1), -0.1
+        ag.end_iteration(np.zeros(2), np.full(2, d_own))
+        ag.deliver([(1, k, d_other)], 0)
+        ag.update(0)
+        gamma = 2.0 / np.sqrt(k + 1)
+        theta_p = theta_p + gamma / 0.7 * (float(np.float32(d_own)) + d_other) * u    # eq. (7) in theta'
+        assert np.allclose(ag.theta, D * theta_p, rtol=1e-12, atol=1e-12)
