@@ -1,10 +1,11 @@
 """Zeroth-order (paper 2) benchmarks, printed side by side in one run:
 
-1. seconds per iteration, inproc vs ray backend (goal: ray <= 1.5x inproc);
+1. seconds per iteration, inproc vs ray backend (goal: ray <= 1.5x inproc), one link per actor and
+   all N links in one actor (``run.links_per_actor``);
 2. final sum-rate for N = 5/10/15 beside our centralized Adam and paper 2's Table II;
 3. bytes exchanged per iteration: proposed (full / graph) vs FL vs centralized.
 
-    python benchmarks/zo.py [--zo-iterations K] [--adam-iterations K] [--links 5,10,15] [--skip-ray]
+    python benchmarks/zo.py [--zo-iterations K] [--adam-iterations K] [--links 5,10,15] [--skip-ray] [--speed-only]
 
 Section 2 first prints reference points on the same held-out channels (max power and WMMSE from
 full power, both per-slot centralized solutions of the sum-rate), then each method's figure with
@@ -94,6 +95,43 @@ def timed(cfg: ZOConfig, links=None, log=None, ex=None):
     return (time.perf_counter() - t) / cfg.run.iterations, row, ex
 
 
+def speed(args: argparse.Namespace) -> None:
+    """Section 1: ms per iteration, inproc vs ray with one link per actor (the default) and with all
+    links in one actor (run.links_per_actor = N); interleaved repeats, medians, load average."""
+    print("== seconds per iteration (N = 5, B = 100, sync, logical time) ==")
+    cfg = ZOConfig().replace(run={"iterations": args.speed_iterations, "eval_every": 10**9,
+                                  "eval_sequences": 2, "eval_slots": 2})
+    N = cfg.scenario.n_links
+    variants = [] if args.skip_ray else [1, N]
+    times: dict[str, list[float]] = {"inproc": [], **{f"ray {g}/actor": [] for g in variants}}
+    if variants:
+        import ray
+
+        from coordinator.zo_ray import RayLinks
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    try:
+        for _ in range(args.speed_repeats):
+            times["inproc"].append(timed(cfg)[0])
+            for g in variants:
+                log, ex = MessageLog(None), Exchange()
+                links = RayLinks(cfg, log, ex, links_per_actor=g)
+                try:
+                    times[f"ray {g}/actor"].append(timed(cfg, links, log, ex)[0])
+                finally:
+                    links.close()
+            print("  " + " | ".join(f"{k} {v[-1] * 1e3:.2f}" for k, v in times.items()) + " ms/it", flush=True)
+    finally:
+        if variants:
+            ray.shutdown()
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    line = " | ".join(f"{k} {v * 1e3:.2f} ms/it" + ("" if k == "inproc" else f" ({v / med['inproc']:.2f}x)")
+                      for k, v in med.items())
+    print(f"median of {args.speed_repeats}: {line} (goal <= 1.5x)")
+    print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default=str(TABLE2_CONFIG), help="settings of the Table II runs")
@@ -101,29 +139,14 @@ def main() -> None:
     ap.add_argument("--adam-iterations", type=int, default=3000, help="centralized Adam: iterations")
     ap.add_argument("--links", default="5,10,15", help="comma-separated N")
     ap.add_argument("--speed-iterations", type=int, default=100)
+    ap.add_argument("--speed-repeats", type=int, default=3, help="section 1: interleaved repeats (noisy machine)")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="section 1 only")
     args = ap.parse_args()
 
-    print("== seconds per iteration (N = 5, B = 100, sync, logical time) ==")
-    cfg = ZOConfig().replace(run={"iterations": args.speed_iterations, "eval_every": 10**9,
-                                  "eval_sequences": 2, "eval_slots": 2})
-    s_in, _, _ = timed(cfg)
-    line = f"inproc {s_in * 1e3:.2f} ms/it"
-    if not args.skip_ray:
-        import ray
-
-        from coordinator.zo_ray import RayLinks
-
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        log, ex = MessageLog(None), Exchange()
-        links = RayLinks(cfg, log, ex)
-        try:
-            s_ray, _, _ = timed(cfg, links, log, ex)
-        finally:
-            links.close()
-            ray.shutdown()
-        line += f" | ray {s_ray * 1e3:.2f} ms/it | ratio {s_ray / s_in:.2f}x (goal <= 1.5x)"
-    print(line)
+    speed(args)
+    if args.speed_only:
+        return
 
     table2(args)
 

@@ -94,6 +94,9 @@ class ZORunConfig:
     method: str = _f("proposed", "proposed (Algorithm 1) | adam (centralized) | fl", choices=METHODS)
     backend: str = _f("inproc", "inproc (one process) | ray (one actor per link, d over ZeroMQ)",
                       choices=("inproc", "ray"))
+    links_per_actor: int = _f(1, "ray backend: consecutive links hosted by one actor, each with its own policy and "
+                                 "ZeroMQ node (> 1: fewer processes for many links on few cores)",
+                              range=(1, 100_000))
     clock: str = _f("logical", "logical (slots, deterministic) | real (wall clock: ray backend, links run free, "
                                "d delayed by the protocol's deadline queue, algo.delay/jitter in s; async or graph)",
                     choices=("logical", "real"))

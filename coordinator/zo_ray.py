@@ -182,6 +182,11 @@ class LinkHost:
             return np.stack(self.agent.update(0))
         return np.stack(self.agent.update(t))
 
+    def prefetch(self) -> None:
+        """Regenerate u_i^{k+1} (the perturbation of the next schedule) ahead of the next update,
+        while the coordinator runs the air: same vector, (seed, i, k + 1) alone decides it."""
+        self.agent.u(self.agent.k + 1)
+
     def absorb(self) -> None:
         """Real clock: deliver every message released so far; count the late ones (d_j^T that
         came after this link's update T)."""
@@ -299,6 +304,8 @@ class ZOLinkActor:
                         h.receive_until(h.expected(t))
                     sched = h.update(t)
                     port.reply_step(h.index, n, sched, h.log.take(), h.stat_vector())
+                for h in hosts:                 # off the critical path: the coordinator now runs the air
+                    h.prefetch()
             except BaseException as exc:
                 port.reply_error(exc)
                 raise
@@ -328,9 +335,12 @@ class ZOLinkActor:
 
 class RayLinks:
     """:class:`coordinator.zo_train.LinksBackend` with the links as Ray actors (``links_per_actor``
-    consecutive links per actor; default 1) and the air over ZeroMQ (:mod:`coordinator.zo_ray_air`)."""
+    consecutive links per actor; default ``run.links_per_actor``, 1) and the air over ZeroMQ
+    (:mod:`coordinator.zo_ray_air`)."""
 
-    def __init__(self, cfg: ZOConfig, log: MessageLog, exchange: Exchange, links_per_actor: int = 1):
+    def __init__(self, cfg: ZOConfig, log: MessageLog, exchange: Exchange, links_per_actor: int | None = None):
+        if links_per_actor is None:
+            links_per_actor = cfg.run.links_per_actor
         if links_per_actor < 1:
             raise zc.ZOConfigError(f"links_per_actor: expected >= 1, got {links_per_actor}")
         self.cfg = cfg
