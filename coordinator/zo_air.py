@@ -253,3 +253,19 @@ def batch_sum_rate_torch(specs: list[MLPSpec], thetas: list, G, states, noise_w:
             cols[i] = q[..., c]
     p = torch.stack(cols, dim=-1) * p_max_w
     return sum_rate_torch(G, p, noise_w).mean()
+
+
+def threshold_sum_rate(G: np.ndarray, noise_w: float, p_max_w: float, tau: float) -> float:
+    """Mean sum-rate (bit/s/Hz) of the on/off policy p_i = p_max [G_ii > tau] over G [..., N, N]: each
+    link looks at its own direct gain only (a one-parameter local policy; a reference, not a method)."""
+    flat = G.reshape(-1, G.shape[-2], G.shape[-1])
+    direct = np.einsum("sll->sl", flat)
+    return float(sum_rate(flat, p_max_w * (direct > tau), noise_w).mean())
+
+
+def best_direct_threshold(G_fit: np.ndarray, noise_w: float, p_max_w: float,
+                          taus: np.ndarray | None = None) -> float:
+    """The tau of :func:`threshold_sum_rate` with the highest mean sum-rate on G_fit (grid search)."""
+    grid = np.linspace(0.0, 6.0, 121) if taus is None else taus
+    vals = [threshold_sum_rate(G_fit, noise_w, p_max_w, float(t)) for t in grid]
+    return float(grid[int(np.argmax(vals))])

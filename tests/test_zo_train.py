@@ -155,3 +155,20 @@ def test_shipped_zo_configs_load_and_validate(path):
     from deploy.config import load_config
 
     zc.validate(load_config(ZOConfig, path))
+
+
+def test_direct_gain_threshold_reference_by_hand():
+    from coordinator.zo_air import best_direct_threshold, threshold_sum_rate
+
+    # 2 links, sigma^2 = 1, p_max = 1. Slot 0: G_11 = 3, G_22 = 1, cross gains 1.
+    G = np.array([[[3.0, 1.0], [1.0, 1.0]]])
+    # tau = 2: only link 1 on -> log2(1 + 3) = 2
+    assert np.isclose(threshold_sum_rate(G, 1.0, 1.0, 2.0), 2.0)
+    # tau = 0.5: both on -> log2(1 + 3/2) + log2(1 + 1/2)
+    assert np.isclose(threshold_sum_rate(G, 1.0, 1.0, 0.5), np.log2(2.5) + np.log2(1.5))
+    # tau = 5: nobody on
+    assert threshold_sum_rate(G, 1.0, 1.0, 5.0) == 0.0
+    assert best_direct_threshold(G, 1.0, 1.0, np.array([0.5, 2.0, 5.0])) == 2.0
+    # the layer scale must match the layers of every link's policy
+    with pytest.raises(ZOConfigError):
+        zc.validate(ZOConfig().replace(algo={"layer_scale": (1.0, 2.0, 3.0)}))
