@@ -112,11 +112,14 @@ def mlp_vjp(body: nn.Sequential, cache: list, u: torch.Tensor) -> list[torch.Ten
     delta = u
     for j in range(len(lins) - 1, -1, -1):
         h, dact = cache[j]
-        if dact is not None:
-            delta = delta * dact
+        if dact is not None:   # in place on a product made here (never on the caller's u)
+            delta = delta * dact if delta is u else delta.mul_(dact)
         grads += [delta.sum(0), torch.mm(delta.t(), h)]     # b, W (reversed below)
         if j > 0:
-            delta = torch.mm(delta, lins[j].weight)
+            W = lins[j].weight
+            # a 1-wide layer (the critic's output): the outer product as a broadcast multiply, the same
+            # single rounding per entry as the K = 1 matmul, without the matmul call
+            delta = delta * W if delta.shape[1] == 1 else torch.mm(delta, W)
     grads.reverse()
     return grads
 

@@ -79,6 +79,7 @@ def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
     Ax = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
+    tmp = torch.empty_like(b)
     rr = torch.dot(r, r)
     k = 0
     for k in range(1, iters + 1):  # noqa: B007
@@ -87,11 +88,13 @@ def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
             break
         Ap = Avp(p)
         alpha = rr / torch.dot(p, Ap)
-        x = x + alpha * p
-        Ax = Ax + alpha * Ap
-        r = r - alpha * Ap
+        # in place, the same roundings as x + alpha p, Ax + alpha Ap, r - alpha Ap, r + beta p
+        x.add_(torch.mul(p, alpha, out=tmp))
+        torch.mul(Ap, alpha, out=tmp)
+        Ax.add_(tmp)
+        r.sub_(tmp)
         rr_new = torch.dot(r, r)
-        p = r + (rr_new / rr) * p
+        p.mul_(rr_new / rr).add_(r)
         rr = rr_new
     return CGResult(x, float(torch.sqrt(rr)), k, Ax)
 

@@ -76,6 +76,9 @@ def random_positions(rng: np.random.Generator, M: int, B: int) -> np.ndarray:
 
 def shares_sum(shares: list[np.ndarray]) -> torch.Tensor:
     """Sum of the agents' shares (one flat vector each), as the coordinator adds them up."""
+    if len(shares) == 1:   # the central agent: its share as it is (no stacked copy)
+        x = shares[0]
+        return torch.from_numpy(x if x.flags.writeable else x.copy())
     return torch.from_numpy(np.stack(shares)).sum(0)
 
 
