@@ -65,7 +65,8 @@ def test_inproc_equals_ray_in_logical_time(ray_session, algo, per_actor):
 
 
 def test_ray_resume_from_checkpoint_equals_uninterrupted_inproc(ray_session):
-    """A checkpoint taken mid-run (messages in flight are settled into it) resumes on fresh actors."""
+    """A checkpoint taken mid-run (messages in flight are settled into it) resumes on fresh actors,
+    here packed differently (states are per link, not per actor)."""
     import copy
 
     from coordinator.zo_ray import RayLinks
@@ -74,9 +75,9 @@ def test_ray_resume_from_checkpoint_equals_uninterrupted_inproc(ray_session):
     ref = make_trainer(cfg, MessageLog(None), Exchange())
     train(cfg, ref, Evaluator(cfg), 8)
     states = []
-    for stop in (4, 8):
+    for stop, per_actor in ((4, 1), (8, 3)):
         log, ex = MessageLog(None), Exchange()
-        links = RayLinks(cfg, log, ex)
+        links = RayLinks(cfg, log, ex, links_per_actor=per_actor)
         try:
             tr = make_trainer(cfg, log, ex, links)
             if states:

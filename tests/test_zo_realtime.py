@@ -27,12 +27,13 @@ def _cfg(**algo) -> ZOConfig:
 
 
 @pytest.mark.ray
-def test_real_clock_learns_and_its_log_adds_up(ray_session, tmp_path):
+@pytest.mark.parametrize("per_actor", [1, 2])
+def test_real_clock_learns_and_its_log_adds_up(ray_session, tmp_path, per_actor):
     from coordinator.zo_ray import RayLinks
 
     cfg = _cfg()
     log, ex = MessageLog(tmp_path / "messages.csv"), Exchange()
-    links = RayLinks(cfg, log, ex)
+    links = RayLinks(cfg, log, ex, links_per_actor=per_actor)
     try:
         tr = make_trainer(cfg, log, ex, links)
         ev = Evaluator(cfg)
