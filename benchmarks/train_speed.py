@@ -1,13 +1,17 @@
 """Seconds per TRPO iteration at M = 1000 (Table II networks) for each scheme in both backends,
-side by side, environment steps per second, and memory per BS actor.
+side by side, environment steps per second, and memory per BS actor. The backends of a scheme (and
+the inproc run with the Fisher on every k-th episode) are all built first and timed one iteration
+each in turn, median per column, so that a loaded, shared machine skews the ratios less.
 
-    python benchmarks/train_speed.py [--iters 3] [--episodes 1000] [--schemes centralized,partial,full]
+    python benchmarks/train_speed.py [--iters 5] [--episodes 1000] [--schemes centralized,partial,full]
                                      [--backends inproc,ray]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,35 +25,39 @@ from coordinator.trainer import Trainer, make_backend  # noqa: E402
 from deploy.config import TrainConfig, load_config  # noqa: E402
 
 
-def bench(scheme: str, backend: str, iters: int, episodes: int, kind: str, stride: int = 1
-          ) -> tuple[float, float, list]:
+def make(scheme: str, backend: str, episodes: int, kind: str, stride: int = 1) -> tuple[Trainer, object]:
     cfg = load_config(TrainConfig, None, [f"run.scheme={scheme}", f"run.backend={backend}",
                                           f"trpo.episodes={episodes}", f"scenario.kind={kind}",
                                           f"trpo.fvp_stride={stride}"]
                       + (["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []))
     be = make_backend(cfg)
-    try:
-        tr = Trainer(cfg, be)
-        tr.step()  # warm-up
-        t0 = time.perf_counter()
-        steps = 0
-        for _ in range(iters):
-            steps += tr.step()["env_steps"]
-        dt = time.perf_counter() - t0
-        mem = be.memory_mb() if backend == "ray" else []
-        return dt / iters, steps / dt, mem
-    finally:
-        be.close() if backend == "inproc" else _close_keep_ray(be)
+    tr = Trainer(cfg, be)
+    tr.step()  # warm-up
+    return tr, be
 
 
-def _close_keep_ray(be) -> None:
-    be.started_ray = False
+def interleaved(trainers: dict[str, Trainer], iters: int) -> dict[str, tuple[float, float]]:
+    """Round r times one iteration of every column in turn (the order rotating), so that a change of
+    the machine's load hits all columns alike; returns {column: (median s/it, env steps per s)}."""
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    steps: dict[str, int] = dict.fromkeys(trainers, 0)
+    keys = list(trainers)
+    for r in range(iters):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            t0 = time.perf_counter()
+            steps[k] = trainers[k].step()["env_steps"]
+            times[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), steps[k] / statistics.median(v)) for k, v in times.items()}
+
+
+def _close(be) -> None:
+    be.started_ray = False   # keep the benchmark's own Ray
     be.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--schemes", default="centralized,partial,full")
     ap.add_argument("--kind", default="3cell")
@@ -59,7 +67,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     backends = a.backends.split(",")
-    nan = (float("nan"), float("nan"), [])
+    nan = (float("nan"), float("nan"))
     if "ray" in backends:
         import ray
 
@@ -67,19 +75,30 @@ def main() -> None:
 
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _system_config=RAY_SYSTEM_CONFIG)
-    print(f"{a.kind}, M = {a.episodes}, policy/value 3x256 ELU, {a.iters} timed iterations after 1 warm-up")
+    print(f"{a.kind}, M = {a.episodes}, policy/value 3x256 ELU, median of {a.iters} iterations per column after 1 "
+          f"warm-up, the columns interleaved; load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'scheme':<12} {'inproc s/it':>11} {'ray s/it':>9} {'ray/inproc':>10} {'inproc steps/s':>14} "
           f"{'ray steps/s':>11} {'MB/actor (maxrss)':>18}"
           + (f" {'inproc steps/s, fvp_stride=' + str(a.fvp_stride):>28} {'ratio':>6}" if a.fvp_stride else ""))
     for scheme in a.schemes.split(","):
-        ti, si, _ = bench(scheme, "inproc", a.iters, a.episodes, a.kind) if "inproc" in backends else nan
-        tr, sr, mem = bench(scheme, "ray", a.iters, a.episodes, a.kind) if "ray" in backends else nan
+        cols = {b: (b, 1) for b in backends}
+        if a.fvp_stride and "inproc" in backends:
+            cols["stride"] = ("inproc", a.fvp_stride)
+        made = {k: make(scheme, b, a.episodes, a.kind, st) for k, (b, st) in cols.items()}
+        try:
+            res = interleaved({k: tr for k, (tr, _) in made.items()}, a.iters)
+            mem = made["ray"][1].memory_mb() if "ray" in made else []
+        finally:
+            for _, be in made.values():
+                _close(be)
+        ti, si = res.get("inproc", nan)
+        tr, sr = res.get("ray", nan)
         line = (f"{scheme:<12} {ti:>11.3f} {tr:>9.3f} {tr / ti:>10.2f} {si:>14.0f} {sr:>11.0f} "
                 f"{(sum(mem) / len(mem)) if mem else float('nan'):>18.0f}")
-        if a.fvp_stride:
-            _, ss, _ = bench(scheme, "inproc", a.iters, a.episodes, a.kind, a.fvp_stride)
+        if "stride" in res:
+            ss = res["stride"][1]
             line += f" {ss:>28.0f} {ss / si:>6.2f}"
-        print(line)
+        print(line + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
     if "ray" in backends:
         ray.shutdown()
 
