@@ -213,8 +213,8 @@ class InprocBackend:
         return p_frac, rows
 
     # ---- learning shares
-    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray], critic: bool = False
-                       ) -> list[tuple[np.ndarray, Crit]]:
+    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray], critic: bool = False,
+                       iteration: int = 0) -> list[tuple[np.ndarray, Crit]]:
         return [a.start_learning(G, w, critic) for a, G, w in zip(self.agents, returns, step_w, strict=True)]
 
     def fvp(self, v: np.ndarray, critic: bool = False, phi: np.ndarray | None = None

@@ -1,7 +1,11 @@
 """The ray backend: one Ray actor per agent (a thin wrapper around
 :class:`~coordinator.backends.AgentOps`, the code the inproc backend runs), the round-robin power
 token passed between the actors over a :class:`protocol.RingNode` (one message per hop carrying the
-whole batch of slots), and one Ray call per agent per phase, never per slot.
+whole batch of slots), and one Ray call per agent per phase, never per slot. The FVP phase (the
+conjugate gradient's products, the critic rounds riding on them, and the first line-search candidate)
+runs over ZeroMQ too: one ``serve`` Ray call per agent and iteration, then one request and one answer
+per product on the node (~1-2 ms a round trip where a Ray call with a 0.55 MB vector took ~4-10 ms
+on the loaded 2-core box); the coordinator logs those messages as it logs the ones Ray calls carry.
 
 Each actor's ring node records what it really sent and received; the rows come back with the
 ``round_robin`` call, so the coordinator logs them even when the run folder is not shared.
@@ -13,6 +17,7 @@ embedded local Ray. The numbers equal the inproc backend's in logical time.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +28,11 @@ import torch
 from bs_agent.base_station import AgentSpec
 from coordinator.backends import AgentOps, Crit, agent_csi, agent_ids, token_payload
 from coordinator.run_messages import Row, RowCapture
-from protocol import RECEIVED, Envelope, Kind, RingNode
+from protocol import RECEIVED, Envelope, Kind, RingNode, bind_host
+
+COORD_NODE = 1 << 16
+"""The coordinator's node id on the ZeroMQ links to the agents (agent ids are 0..B-1; the message log
+names it COORDINATOR, as for the messages carried by Ray calls)."""
 
 RAY_SYSTEM_CONFIG: dict[str, Any] = {"max_direct_call_object_size": 4 << 20}
 """For a Ray this process starts: objects up to 4 MiB travel inline with the call instead of through
@@ -63,6 +72,49 @@ class BSActor:
     def ring_connect(self, endpoints: dict[int, str]) -> None:
         assert self.node is not None
         self.node.connect(endpoints)
+
+    # ---- the FVP phase over the node (one Ray call per iteration instead of one per product)
+    def serve(self, iteration: int, timeout_ms: int = 60_000) -> None:
+        """Answer the coordinator over the node until the first line-search candidate: FVP_REQUEST
+        {"v"} -> FVP {"fvp"}; PARAMETERS {"theta"} -> METRICS {"surrogate", "kl"}, which ends the
+        call. A PARAMETERS {"phi"} just before either is a critic round riding on it: its GRADIENT
+        {"c", "loss"} follows the answer. The coordinator logs these messages as it logs the ones Ray
+        calls carry (this node's rows of them are dropped, so that none is logged twice)."""
+        node, b = self.node, self.bs_id
+        if node is None:
+            raise RuntimeError(f"agent {b}: node not opened")
+        phi, crit = None, False
+        try:
+            while True:
+                env = node.recv(timeout_ms=timeout_ms)
+                if env is None:
+                    raise TimeoutError(f"agent {b}: no request from the coordinator within {timeout_ms} ms")
+                if env.iteration != iteration or env.sender != COORD_NODE:
+                    raise RuntimeError(f"agent {b}: unexpected {env.kind!r} from {env.sender} of iteration "
+                                       f"{env.iteration} while serving iteration {iteration}")
+                pay = env.payload
+                if env.kind == Kind.PARAMETERS and "phi" in pay:
+                    phi, crit = pay["phi"], True
+                    continue
+                if env.kind == Kind.FVP_REQUEST:
+                    x, c = self.agent.fvp(pay["v"], crit, phi)
+                    self._answer(Kind.FVP, {"fvp": x}, c, iteration)
+                elif env.kind == Kind.PARAMETERS and "theta" in pay:
+                    (sv, kl), c = self.agent.surrogate_kl(pay["theta"], crit, phi)
+                    self._answer(Kind.METRICS, {"surrogate": sv, "kl": kl}, c, iteration)
+                    return
+                else:
+                    raise RuntimeError(f"agent {b}: unexpected {env.kind!r} while serving")
+                phi, crit = None, False
+        finally:
+            self.capture.take()
+
+    def _answer(self, kind: Kind, payload: dict, crit: Any, iteration: int) -> None:
+        node, b = self.node, self.bs_id
+        node.send(COORD_NODE, Envelope(kind, b, COORD_NODE, iteration, 0, payload))
+        if crit is not None:
+            c, loss = crit
+            node.send(COORD_NODE, Envelope(Kind.GRADIENT, b, COORD_NODE, iteration, 0, {"c": c, "loss": loss}))
 
     def round_robin(self, position: np.ndarray, M: int, B: int, L: int, iteration: int, run_id: str = "",
                     timeout_ms: int = 60_000, csi: np.ndarray | None = None) -> tuple[np.ndarray | None, list[Row]]:
@@ -129,15 +181,22 @@ class RayBackend:
         ids = agent_ids(spec)
         opts = list(actor_options or [{}] * len(ids))
         self.actors = [BSActor.options(**o).remote(i, spec, s) for i, s, o in zip(ids, sample_seeds, opts, strict=True)]
-        if spec.scheme == "partial":
-            on_cluster = (bool(address) and self.started_ray) if cluster is None else cluster
-            eps = ray.get([a.ring_open.remote(on_cluster) for a in self.actors])
-            ray.get([a.ring_connect.remote(dict(enumerate(eps))) for a in self.actors])
+        # every agent's node: the round-robin ring (partial) and the FVP phase's link to the coordinator
+        on_cluster = (bool(address) and self.started_ray) if cluster is None else cluster
+        eps = ray.get([a.ring_open.remote(on_cluster) for a in self.actors])
+        self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=ids)
+        self.node.connect(dict(zip(ids, eps, strict=True)))
+        ring = dict(enumerate(eps)) if spec.scheme == "partial" else {}
+        ray.get([a.ring_connect.remote({**ring, COORD_NODE: self.node.endpoint}) for a in self.actors])
+        self._serving: list | None = None   # the agents' serve() calls of this iteration's FVP phase
+        self._iteration = 0
 
     def _all(self, method: str, *args: Any) -> list:
+        self._stop_serving_check()
         return ray.get([a.call.remote(method, *args) for a in self.actors])
 
     def _each(self, method: str, *per_agent: Sequence[Any]) -> list:
+        self._stop_serving_check()
         return ray.get([a.call.remote(method, *x) for a, *x in zip(self.actors, *per_agent, strict=True)])
 
     def _put(self, x: Any) -> Any:
@@ -191,17 +250,69 @@ class RayBackend:
         return np.array(out[-1][0]), rows
 
     # ---- learning shares
-    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray], critic: bool = False
-                       ) -> list[tuple[np.ndarray, Crit]]:
+    def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray], critic: bool = False,
+                       iteration: int = 0) -> list[tuple[np.ndarray, Crit]]:
+        self._iteration = iteration
         return self._each("start_learning", returns, step_w, [critic] * len(self.actors))
 
     def fvp(self, v: np.ndarray, critic: bool = False, phi: np.ndarray | None = None
             ) -> list[tuple[np.ndarray, Crit]]:
-        return self._all("fvp", self._put(v), critic, self._put(phi))
+        """Over the nodes: the first product of an iteration starts every agent's serve() call (one
+        Ray call for the whole phase), then each product is one request and one answer per agent."""
+        if critic and phi is None:   # a round at the agents' current phi is not sent over the link
+            return self._all("fvp", self._put(v), critic, self._put(phi))
+        if self._serving is None:
+            self._serving = [a.serve.remote(self._iteration) for a in self.actors]
+        return self._exchange(Kind.FVP_REQUEST, {"v": v}, critic, phi, Kind.FVP,
+                              lambda p: p["fvp"])
 
     def surrogate_kl(self, theta: np.ndarray, critic: bool = False, phi: np.ndarray | None = None
                      ) -> list[tuple[tuple[float, float], Crit]]:
-        return self._all("surrogate_kl", self._put(theta), critic, self._put(phi))
+        """The first candidate after the FVP phase goes over the nodes and ends it; others by Ray call."""
+        if self._serving is None or (critic and phi is None):
+            return self._all("surrogate_kl", self._put(theta), critic, self._put(phi))
+        out = self._exchange(Kind.PARAMETERS, {"theta": theta}, critic, phi, Kind.METRICS,
+                             lambda p: (p["surrogate"], p["kl"]))
+        serving, self._serving = self._serving, None
+        ray.get(serving)
+        return out
+
+    def _stop_serving_check(self) -> None:
+        if self._serving is not None:
+            raise RuntimeError("ray backend: a call by Ray while the agents serve the FVP phase")
+
+    def _exchange(self, kind: Kind, payload: dict, critic: bool, phi: np.ndarray | None, answer: Kind,
+                  main: Any, timeout_s: float = 60.0) -> list[tuple[Any, Crit]]:
+        """Send every agent (PARAMETERS {"phi"} if a critic round rides, then) the request; collect
+        each agent's answer (and its critic share). Values cross as float32 / float64 exactly (the
+        coordinator's vectors are float32)."""
+        node, it, ids = self.node, self._iteration, agent_ids(self.spec)
+        for i in ids:
+            if critic:
+                node.send(i, Envelope(Kind.PARAMETERS, COORD_NODE, i, it, 0, {"phi": phi}))
+            node.send(i, Envelope(kind, COORD_NODE, i, it, 0, payload))
+        got: dict[int, Any] = {}
+        crit: dict[int, Crit] = {}
+        need = len(ids) * (2 if critic else 1)
+        deadline = time.monotonic() + timeout_s
+        while len(got) + len(crit) < need:
+            env = node.recv(timeout_ms=100)
+            if env is None:
+                done, _ = ray.wait(self._serving or [], num_returns=len(self._serving or []), timeout=0)
+                if done:
+                    ray.get(done)   # an agent's serve() failed: raise its error here
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"ray backend: no {answer.name} from every agent within {timeout_s} s")
+                continue
+            if env.iteration != it:
+                raise RuntimeError(f"ray backend: {env.kind!r} of iteration {env.iteration} during {it}")
+            if env.kind == answer:
+                got[env.sender] = main(env.payload)
+            elif env.kind == Kind.GRADIENT:
+                crit[env.sender] = (env.payload["c"], env.payload["loss"])
+            else:
+                raise RuntimeError(f"ray backend: unexpected {env.kind!r} from agent {env.sender}")
+        return [(got[i], crit.get(i)) for i in ids]
 
     def set_params(self, theta: np.ndarray, phi: np.ndarray | None) -> None:
         self._all("set_params", self._put(theta), self._put(phi))
@@ -220,6 +331,9 @@ class RayBackend:
         return ray.get([a.rss_mb.remote() for a in self.actors])
 
     def close(self) -> None:
+        node, self.node = getattr(self, "node", None), None
+        if node is not None:
+            node.close()
         try:
             ray.get([a.close.remote() for a in self.actors])
             for a in self.actors:

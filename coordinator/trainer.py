@@ -202,7 +202,7 @@ class Trainer:
         # next call to the agents (this one, the FVP requests, the line search), the rest go alone.
         critic = _CriticRounds(self, count)
         t = now_ns()
-        out = self.backend.start_learning(returns, step_w, critic.pending)
+        out = self.backend.start_learning(returns, step_w, critic.pending, it)
         log.to_each(Kind.METRICS, ids, it, [{"G": G, "gamma_n": w} for G, w in zip(returns, step_w, strict=True)], t)
         log.from_each(Kind.GRADIENT, ids, it, [{"g": x} for x, _ in out], t)
         critic.take(out, t)
