@@ -167,8 +167,10 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, spec: AgentSpec, sample_seeds: Sequence[int], address: str | None = None,
-                 actor_options: Sequence[dict] | None = None, cluster: bool | None = None) -> None:
+                 actor_options: Sequence[dict] | None = None, cluster: bool | None = None,
+                 fvp_over_ring: bool = True) -> None:
         self.spec = spec
+        self.fvp_over_ring = fvp_over_ring   # False: every product by Ray call (for comparisons)
         self.started_ray = False
         address = address or os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
@@ -259,7 +261,7 @@ class RayBackend:
             ) -> list[tuple[np.ndarray, Crit]]:
         """Over the nodes: the first product of an iteration starts every agent's serve() call (one
         Ray call for the whole phase), then each product is one request and one answer per agent."""
-        if critic and phi is None:   # a round at the agents' current phi is not sent over the link
+        if not self.fvp_over_ring or (critic and phi is None):   # (a round at the current phi: by call)
             return self._all("fvp", self._put(v), critic, self._put(phi))
         if self._serving is None:
             self._serving = [a.serve.remote(self._iteration) for a in self.actors]
