@@ -1,17 +1,25 @@
 """Train each 3-cell scheme (and, with --7cell, the 7-cell schemes) for a stated budget and print the
 held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
 
-    python benchmarks/quality.py [--iterations 200] [--episodes 500] [--hidden 64] [--layers 2]
-                                 [--init-log-std 0.5] [--delta 0.01] [--schemes ...] [--7cell]
+    python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
+                                 [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
+                                 [--value-epochs E] [--value-lr LR] [--seed S]
 
-The budget (iterations x episodes, environment steps, network size, minutes) is printed with the results.
-Defaults: the tuned settings of the 3cell configs (delta = 0.01, zeta = 0.9 as in Table II; smaller
-networks, M = 500 and a wide initial exploration std, see deploy/configs/3cell_*.yaml).
+Budgets per scheme (each flag given on the command line overrides it for every scheme):
+  centralized  the shipped deploy/configs/3cell_centralized.yaml: 900 iterations x M = 1000 episodes
+               (0.9 M environment steps), Table II networks (3x256 ELU), delta = 0.01, zeta = 0.9, initial
+               log-std 1.5, 10 critic Adam steps per iteration at lr 3e-3.
+  partial, full (and 7-cell)  200 iterations x M = 500 episodes (0.3 M steps), 2x64 ELU, initial
+               log-std 0.5, delta = 0.01, 10 critic Adam steps per iteration at lr 3e-3 (as the demo).
+The trained policy is evaluated on its deterministic mean action (clipped to [0, Pmax]), as `bsemu
+evaluate` does. The budget (iterations x episodes, environment steps, networks, minutes) is printed
+with the results.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,18 +35,40 @@ from deploy.config import TrainConfig, load_config  # noqa: E402
 from radio.evaluation import classical_methods, run_methods  # noqa: E402
 from radio.rates import sum_rate  # noqa: E402
 
+CONFIGS = Path(__file__).resolve().parents[1] / "deploy" / "configs"
+# the shipped config a scheme's budget comes from (others: the small budget of the flags' defaults)
+SHIPPED = {("3cell", "centralized"): CONFIGS / "3cell_centralized.yaml"}
+# flag -> config key; the small budget used where no shipped config is named above
+FLAGS = {"iterations": ("run.iterations", 200), "episodes": ("trpo.episodes", 500),
+         "hidden": ("policy.hidden", 64), "layers": ("policy.layers", 2),
+         "init_log_std": ("policy.init_log_std", 0.5), "delta": ("trpo.delta", 0.01),
+         "value_epochs": ("trpo.value_epochs", 10), "value_lr": ("trpo.value_lr", 0.003)}
 
-def train_eval(kind: str, scheme: str, a: argparse.Namespace, problem) -> tuple[float, float, int]:
+
+def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
+    """The scheme's budget: its shipped config (or the small default budget), then the flags given."""
     extra = ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []
-    cfg = load_config(TrainConfig, None, [f"scenario.kind={kind}", f"run.scheme={scheme}", "run.backend=inproc",
-                                          f"trpo.episodes={a.episodes}", f"policy.hidden={a.hidden}",
-                                          f"policy.layers={a.layers}", f"trpo.value_epochs={a.value_epochs}",
-                                          f"trpo.value_lr={a.value_lr}", f"run.seed={a.seed}",
-                                          f"policy.init_log_std={a.init_log_std}", f"trpo.delta={a.delta}"] + extra)
+    path = SHIPPED.get((kind, scheme))
+    sets = []
+    for flag, (key, small) in FLAGS.items():
+        v = getattr(a, flag)
+        if v is not None or path is None:
+            sets.append(f"{key}={small if v is None else v}")
+    return load_config(TrainConfig, path, [f"scenario.kind={kind}", f"run.scheme={scheme}", "run.backend=inproc",
+                                           f"run.seed={a.seed}"] + extra + sets)
+
+
+def budget(cfg: TrainConfig) -> str:
+    p, t = cfg.policy, cfg.trpo
+    return (f"{cfg.run.iterations} it x M = {t.episodes}, {p.layers}x{p.hidden} ELU, log-std0 {p.init_log_std:g}, "
+            f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g}")
+
+
+def train_eval(cfg: TrainConfig, problem) -> tuple[float, float, int]:
     tr = Trainer(cfg, make_backend(cfg))
     t0 = time.perf_counter()
     steps = 0
-    for _ in range(a.iterations):
+    for _ in range(cfg.run.iterations):
         steps += tr.step()["env_steps"]
     dt = time.perf_counter() - t0
     return float(sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w).mean()), dt, steps
@@ -46,14 +76,10 @@ def train_eval(kind: str, scheme: str, a: argparse.Namespace, problem) -> tuple[
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--episodes", type=int, default=500)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--init-log-std", type=float, default=0.5)
-    ap.add_argument("--delta", type=float, default=0.01)
-    ap.add_argument("--value-epochs", type=int, default=10)
-    ap.add_argument("--value-lr", type=float, default=0.003)
+    for flag, (_, small) in FLAGS.items():
+        ap.add_argument("--" + flag.replace("_", "-"), type=type(small), default=None,
+                        help=f"for every scheme (default: the scheme's budget, see the module docstring; "
+                             f"small budget {small})")
     ap.add_argument("--schemes", default=None, help="comma list (default: all of the layout)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slots", type=int, default=1000)
@@ -69,18 +95,18 @@ def main() -> None:
         w = problem.bandwidth_hz / 1e6
         names = ["max_power", "wmmse", "fp"] + (["optimum"] if kind == "3cell" else [])
         base = run_methods(problem, classical_methods(np.random.default_rng(0)), names)
-        print(f"\n{kind}: held-out mean sum-rate on {a.slots} realizations; budget per scheme: {a.iterations} "
-              f"iterations x M = {a.episodes} episodes, policy/value {a.layers}x{a.hidden} ELU, init log-std "
-              f"{a.init_log_std}, delta {a.delta}, critic {a.value_epochs} Adam steps/it at lr {a.value_lr}")
+        print(f"\n{kind}: held-out mean sum-rate on {a.slots} realizations (trained policies: deterministic "
+              f"mean action); load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         ref = float(base["optimum" if "optimum" in base else "wmmse"].sum_rate.mean())
         rel = "optimum" if "optimum" in base else "wmmse"
         print(f"{'method':<18} {'Mbps':>8} {'bit/s/Hz':>9} {'x ' + rel:>10} {'train min':>9} {'env steps':>10}")
         schemes = a.schemes.split(",") if a.schemes else (
             ["centralized", "partial", "full"] if kind == "3cell" else ["partial", "full"])
         for scheme in schemes:
-            r, dt, steps = train_eval(kind, scheme, a, problem)
-            print(f"{'trpo_' + scheme:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f} {dt / 60:>9.2f} {steps:>10}",
-                  flush=True)
+            cfg = scheme_config(kind, scheme, a)
+            r, dt, steps = train_eval(cfg, problem)
+            print(f"{'trpo_' + scheme:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f} {dt / 60:>9.2f} {steps:>10}"
+                  f"   {budget(cfg)}", flush=True)
         for n, res in base.items():
             r = float(res.sum_rate.mean())
             print(f"{n:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f}")
