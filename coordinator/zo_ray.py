@@ -351,7 +351,7 @@ class RayLinks:
         self.groups = [list(range(a, min(a + links_per_actor, N))) for a in range(0, N, links_per_actor)]
         self.actor_of = {i: a for a, g in enumerate(self.groups) for i in g}
         self.actors = [ZOLinkActor.remote(cfg, g, offsets) for g in self.groups]
-        self.hub = air.Hub(N)
+        self.hub = air.Hub()
         eps = ray.get([a.endpoints.remote() for a in self.actors])
         ring = {i: e for r, _ in eps for i, e in r.items()}
         self.hub.connect([p for _, p in eps])
@@ -365,13 +365,13 @@ class RayLinks:
         if not self.serving:
             self.serving = [a.serve.remote() for a in self.actors]
 
-    def _pause(self) -> None:
+    def _pause(self, timeout_s: float | None = None) -> None:
         """Stop the actors' serve loops (before any other Ray call to them)."""
         if self.serving:
             for a in range(len(self.actors)):
                 self.hub.send(a, air.STOP)
             refs, self.serving = self.serving, []
-            ray.get(refs)
+            ray.get(refs, timeout=timeout_s)
 
     def _check(self) -> None:
         """While waiting on the air port: surface an actor that died or whose loop raised."""
@@ -487,8 +487,10 @@ class RayLinks:
 
     def close(self) -> None:
         try:
-            self._pause()
-            ray.get([a.close.remote() for a in self.actors])
+            self._pause(timeout_s=10.0)      # an interrupted step may leave a link waiting for d: do not hang
+            ray.get([a.close.remote() for a in self.actors], timeout=10.0)
+        except ray.exceptions.GetTimeoutError:
+            pass                             # the actors are killed below
         finally:
             for a in self.actors:
                 ray.kill(a)

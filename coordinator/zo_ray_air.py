@@ -95,7 +95,7 @@ class LinkPort:
 class Hub:
     """The coordinator's end: one PULL bound (replies of every actor), one PUSH per actor."""
 
-    def __init__(self, n_links: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.ctx = zmq.Context(io_threads=1)
         self.inbox = _socket(self.ctx, zmq.PULL)
         port = self.inbox.bind_to_random_port(f"tcp://{host}")
