@@ -51,6 +51,7 @@ class BSActor:
         self.bs_id = bs_id
         self.node: RingNode | None = None
         self.capture = RowCapture()
+        self.served = [0, 0]   # frames sent, received by serve() (the node's counters minus these: the ring)
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.agent, method)(*args)
@@ -89,6 +90,7 @@ class BSActor:
                 env = node.recv(timeout_ms=timeout_ms)
                 if env is None:
                     raise TimeoutError(f"agent {b}: no request from the coordinator within {timeout_ms} ms")
+                self.served[1] += 1
                 if env.iteration != iteration or env.sender != COORD_NODE:
                     raise RuntimeError(f"agent {b}: unexpected {env.kind!r} from {env.sender} of iteration "
                                        f"{env.iteration} while serving iteration {iteration}")
@@ -112,9 +114,11 @@ class BSActor:
     def _answer(self, kind: Kind, payload: dict, crit: Any, iteration: int) -> None:
         node, b = self.node, self.bs_id
         node.send(COORD_NODE, Envelope(kind, b, COORD_NODE, iteration, 0, payload))
+        self.served[0] += 1
         if crit is not None:
             c, loss = crit
             node.send(COORD_NODE, Envelope(Kind.GRADIENT, b, COORD_NODE, iteration, 0, {"c": c, "loss": loss}))
+            self.served[0] += 1
 
     def round_robin(self, position: np.ndarray, M: int, B: int, L: int, iteration: int, run_id: str = "",
                     timeout_ms: int = 60_000, csi: np.ndarray | None = None) -> tuple[np.ndarray | None, list[Row]]:
@@ -144,9 +148,11 @@ class BSActor:
         return None, self.capture.take()
 
     def ring_stats(self) -> dict[str, int]:
-        """This node's own counters (frames sent, messages received, frames rejected)."""
+        """This node's own counters of the ring (frames sent, messages received, frames rejected; the
+        FVP phase's frames to and from the coordinator are not counted)."""
         st = self.node.stats if self.node is not None else None
-        return {} if st is None else {"sent": st.sent, "received": st.received, "rejected": sum(st.rejected.values())}
+        return {} if st is None else {"sent": st.sent - self.served[0], "received": st.received - self.served[1],
+                                      "rejected": sum(st.rejected.values())}
 
     def close(self) -> None:
         if self.node is not None:
