@@ -73,7 +73,8 @@ def table2(args: argparse.Namespace) -> None:
     zo_its = args.zo_iterations or base.run.iterations
     B = base.algo.b1 + base.algo.b2
     print(f"\n== final sum-rate (bit/s/Hz), settings {Path(args.config).name}: hidden {base.policy.hidden}, "
-          f"mu {base.algo.mu}, gamma0 {base.algo.gamma0}, gamma~ {base.algo.gamma_tilde}, B = {B} ==")
+          f"mu {base.algo.mu}, gamma0 {base.algo.gamma0}, gamma~ {base.algo.gamma_tilde}, B = {B}, "
+          f"layer scale {base.algo.layer_scale or 'none'} ==")
     print(f"budget: proposed {zo_its} it x B {B} = {zo_its * B / 1e6:.2f}M samples; Adam {args.adam_iterations} it "
           f"x B {B} = {args.adam_iterations * B / 1e6:.2f}M samples; eval {base.run.eval_sequences} x "
           f"{base.run.eval_slots} slots")
