@@ -67,3 +67,35 @@ def test_two_node_cluster_training():
         cluster.shutdown()
         if was:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def test_fvp_phase_over_ring_equals_ray_calls(ray_session):
+    """The FVP phase over the agents' ZeroMQ nodes (default) gives the parameters and message log of
+    the same phase by Ray calls, and its frames really crossed the nodes (not counted as ring hops)."""
+    import ray
+
+    from coordinator.ray_backend import RayBackend
+
+    torch.set_num_threads(1)
+    cfg = load_config(TrainConfig, None, SMALL + ["run.scheme=full", "run.backend=ray"])
+    spec = agent_spec(cfg)
+    seeds = [child_seed(cfg.run.seed, SEED_AGENT, i) for i in range(spec.B)]
+    out = {}
+    for ring in (True, False):
+        be = RayBackend(spec, seeds, fvp_over_ring=ring)
+        try:
+            tr = Trainer(cfg, be)
+            ms = [tr.step() for _ in range(2)]
+            served = ray.get([a.__ray_call__.remote(lambda self: list(self.served)) for a in be.actors])
+            out[ring] = (tr.theta.clone(), tr.phi.detach().clone(), [{k: v for k, v in m.items()
+                                                                     if k.startswith(("msgs_", "bytes_"))} for m in ms])
+            assert be.ring_stats() == [{"sent": 0, "received": 0, "rejected": 0}] * spec.B
+        finally:
+            be.close()
+        # per agent and iteration: cg_iters products + 1 candidate answered; critic round 1 rides with a GRADIENT
+        if ring:
+            assert all(s[0] == 2 * (cfg.trpo.cg_iters + 1 + cfg.trpo.value_epochs - 1) for s in served)
+        else:
+            assert served == [[0, 0]] * spec.B
+    assert torch.equal(out[True][0], out[False][0]) and torch.equal(out[True][1], out[False][1])
+    assert out[True][2] == out[False][2]
