@@ -3,7 +3,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
 
     python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
-                                 [--value-epochs E] [--value-lr LR] [--seed S]
+                                 [--value-epochs E] [--value-lr LR] [--fvp-stride K] [--seed S]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
   centralized  the shipped deploy/configs/3cell_centralized.yaml: 900 iterations x M = 1000 episodes
@@ -42,7 +42,8 @@ SHIPPED = {("3cell", "centralized"): CONFIGS / "3cell_centralized.yaml"}
 FLAGS = {"iterations": ("run.iterations", 200), "episodes": ("trpo.episodes", 500),
          "hidden": ("policy.hidden", 64), "layers": ("policy.layers", 2),
          "init_log_std": ("policy.init_log_std", 0.5), "delta": ("trpo.delta", 0.01),
-         "value_epochs": ("trpo.value_epochs", 10), "value_lr": ("trpo.value_lr", 0.003)}
+         "value_epochs": ("trpo.value_epochs", 10), "value_lr": ("trpo.value_lr", 0.003),
+         "fvp_stride": ("trpo.fvp_stride", 1)}
 
 
 def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
@@ -61,7 +62,7 @@ def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
 def budget(cfg: TrainConfig) -> str:
     p, t = cfg.policy, cfg.trpo
     return (f"{cfg.run.iterations} it x M = {t.episodes}, {p.layers}x{p.hidden} ELU, log-std0 {p.init_log_std:g}, "
-            f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g}")
+            f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g}, Fisher on every {t.fvp_stride}-th episode")
 
 
 def train_eval(cfg: TrainConfig, problem) -> tuple[float, float, int]:
