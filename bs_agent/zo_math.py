@@ -31,6 +31,7 @@ PURPOSE_FATE = 4       # message delay / drop of (sender, receiver, iteration)
 PURPOSE_GRAPH = 5      # the random communication graph
 PURPOSE_OFFSET = 6     # random per-link offsets (asynchrony)
 PURPOSE_ASSIGN = 7     # random policy reassignment (Table I)
+PURPOSE_NORM = 8       # channel samples of the fixed input-normalisation constants
 
 Entry = tuple[int, int, float]  # (sender j, its iteration T, d_j^T)
 

@@ -19,16 +19,63 @@ from dataclasses import dataclass
 
 import numpy as np
 
+INPUTS = ("paper", "memoryless")
+FEATURES = ("rx", "caused", "direct", "prev")   # R_i, T_i [N - 1], G_ii, p_i(t-1)
+
+
+def feature_mask(n_links: int, features: tuple[str, ...]) -> tuple[float, ...]:
+    """[m] 1 on the features of the named groups, 0 elsewhere; () when all are used (paper)."""
+    bad = [f for f in features if f not in FEATURES]
+    if bad or not features:
+        raise ValueError(f"features: expected a non-empty subset of {FEATURES}, got {features!r}")
+    if set(features) == set(FEATURES):
+        return ()
+    L = n_links
+    sizes = {"rx": 1, "caused": L - 1, "direct": 1, "prev": 1}
+    return tuple(float(f in features) for f in FEATURES for _ in range(sizes[f]))
+
 
 @dataclass(frozen=True)
 class MLPSpec:
-    """Layer sizes (m, h_1, ..., h_L, 1); tanh hidden layers, sigmoid output."""
+    """Layer sizes (m, h_1, ..., h_L, 1); tanh hidden layers, sigmoid output.
+
+    inputs       'paper': s_i as in Sec. IV (see the module docstring); 'memoryless': T_i is the
+                 interference link i would cause at full power, G_ji p_max, and the previous-power
+                 feature is 0 -- none of the inputs then depends on the link's own past power, so
+                 "off" is not a fixed point of its own feedback (the others' powers still enter R_i).
+    logit_bound  c > 0: the output pre-activation q is bounded to c tanh(q / c) before the sigmoid
+                 (power fraction in [sigmoid(-c), sigmoid(c)]); 0: unbounded (paper).
+    norm         () or (mean [m], std [m]): the network sees (s - mean) / std, fixed constants (see
+                 :func:`feature_norm`); a fixed affine map of the inputs, not learned.
+    mask         () or [m] 0/1 factors on the inputs (:func:`feature_mask`): a link that leaves a feature
+                 group out sees 0 there (the weights on it then have no effect on its power).
+    out_bias     initial bias of the output unit (0: power fraction 1/2 on average; -3: about 0.05).
+    """
 
     sizes: tuple[int, ...]
+    inputs: str = "paper"
+    logit_bound: float = 0.0
+    norm: tuple[tuple[float, ...], ...] = ()
+    out_bias: float = 0.0
+    mask: tuple[float, ...] = ()
 
     @classmethod
-    def for_links(cls, n_links: int, hidden: tuple[int, ...]) -> MLPSpec:
-        return cls((state_dim(n_links), *tuple(int(h) for h in hidden), 1))
+    def for_links(cls, n_links: int, hidden: tuple[int, ...], inputs: str = "paper",
+                  logit_bound: float = 0.0, norm: tuple[tuple[float, ...], ...] = (),
+                  out_bias: float = 0.0, features: tuple[str, ...] = FEATURES) -> MLPSpec:
+        if inputs not in INPUTS:
+            raise ValueError(f"inputs: expected one of {INPUTS}, got {inputs!r}")
+        return cls((state_dim(n_links), *tuple(int(h) for h in hidden), 1), inputs, float(logit_bound), norm,
+                   float(out_bias), feature_mask(n_links, features))
+
+    def normalise(self, s):
+        """The network's input: (s - mean) / std with ``norm``, times ``mask`` (numpy or torch)."""
+        if self.norm:
+            s = (s - np.asarray(self.norm[0])) / np.asarray(self.norm[1]) if isinstance(s, np.ndarray) else \
+                (s - s.new_tensor(self.norm[0])) / s.new_tensor(self.norm[1])
+        if self.mask:
+            s = s * (np.asarray(self.mask) if isinstance(s, np.ndarray) else s.new_tensor(self.mask))
+        return s
 
     @property
     def n_params(self) -> int:
@@ -62,13 +109,32 @@ class MLPSpec:
                                                     strict=True)])
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
-        """theta^0 [n]: Glorot-uniform weights, zero biases (output p_max / 2 on average)."""
+        """theta^0 [n]: Glorot-uniform weights, zero biases but the output's (``out_bias``; 0: output
+        p_max / 2 on average)."""
         parts = []
         for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=False):
             lim = np.sqrt(6.0 / (i + o))
             parts.append(rng.uniform(-lim, lim, size=o * i))
             parts.append(np.zeros(o))
+        parts[-1][:] = self.out_bias
         return np.concatenate(parts)
+
+
+def feature_norm(G: np.ndarray, noise_w: float, p_max_w: float, inputs: str = "paper"
+                 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean [m], std [m]) of the features at full power over channel samples G [S, L, L]: R_i, the
+    N - 1 caused-interference features (pooled: one mean and std for all of them) and G_ii pooled
+    over links and slots; the previous-power feature gets mean 0.5, std 0.5 ('paper', a fraction in
+    [0, 1]) or 0, 1 ('memoryless', where it is 0)."""
+    L = G.shape[-1]
+    s = local_states(G, np.full(G.shape[:-1], p_max_w), noise_w, np.full(L, p_max_w), inputs)
+    mean, std = np.zeros(L + 2), np.ones(L + 2)
+    for sl in (slice(0, 1), slice(1, L), slice(L, L + 1)):
+        mean[sl] = s[..., sl].mean()
+        std[sl] = max(float(s[..., sl].std()), 1e-6)
+    if inputs == "paper":
+        mean[L + 1], std[L + 1] = 0.5, 0.5
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def state_dim(n_links: int) -> int:
@@ -76,13 +142,16 @@ def state_dim(n_links: int) -> int:
     return n_links + 2
 
 
-def local_states(G: np.ndarray, p_prev: np.ndarray, noise_w: float, p_max_w: np.ndarray) -> np.ndarray:
-    """[..., L, m] features s_i of every link from G [..., L, L] (slot t) and p_prev [..., L] W."""
+def local_states(G: np.ndarray, p_prev: np.ndarray, noise_w: float, p_max_w: np.ndarray,
+                 inputs: str = "paper") -> np.ndarray:
+    """[..., L, m] features s_i of every link from G [..., L, L] (slot t) and p_prev [..., L] W
+    (``inputs``: see :class:`MLPSpec`)."""
     L = G.shape[-1]
     received = np.einsum("...lj,...j->...l", G, p_prev)
     direct = np.einsum("...ll->...l", G)
     rin = received - direct * p_prev + noise_w                       # R_i
-    caused = G * p_prev[..., None, :]                                # [.., j, i] = G_ji p_i
+    own = p_prev if inputs == "paper" else np.broadcast_to(p_max_w, p_prev.shape)
+    caused = G * own[..., None, :]                                   # [.., j, i] = G_ji p_i
     caused = np.swapaxes(caused, -1, -2)                             # [.., i, j]
     off = ~np.eye(L, dtype=bool)
     tx = caused[..., off].reshape(*caused.shape[:-2], L, L - 1)      # T_i, j != i
@@ -90,12 +159,12 @@ def local_states(G: np.ndarray, p_prev: np.ndarray, noise_w: float, p_max_w: np.
         np.log10(1.0 + rin / noise_w)[..., None],
         np.log10(1.0 + tx / noise_w),
         np.log10(1.0 + direct * p_max_w / noise_w)[..., None],
-        (p_prev / p_max_w)[..., None],
+        (p_prev / p_max_w if inputs == "paper" else np.zeros_like(p_prev))[..., None],
     ], axis=-1)
     return feats
 
 
-def local_states_torch(G, p_prev, noise_w: float, p_max_w):
+def local_states_torch(G, p_prev, noise_w: float, p_max_w, inputs: str = "paper"):
     """Torch twin of :func:`local_states` (differentiable in p_prev)."""
     import torch
 
@@ -103,14 +172,15 @@ def local_states_torch(G, p_prev, noise_w: float, p_max_w):
     received = torch.einsum("...lj,...j->...l", G, p_prev)
     direct = torch.diagonal(G, dim1=-2, dim2=-1)
     rin = received - direct * p_prev + noise_w
-    caused = (G * p_prev[..., None, :]).transpose(-1, -2)
+    own = p_prev if inputs == "paper" else torch.full_like(p_prev, float(p_max_w))
+    caused = (G * own[..., None, :]).transpose(-1, -2)
     off = ~torch.eye(L, dtype=torch.bool)
     tx = caused[..., off].reshape(*caused.shape[:-2], L, L - 1)
     return torch.cat([
         torch.log10(1.0 + rin / noise_w)[..., None],
         torch.log10(1.0 + tx / noise_w),
         torch.log10(1.0 + direct * p_max_w / noise_w)[..., None],
-        (p_prev / p_max_w)[..., None],
+        (p_prev / p_max_w if inputs == "paper" else torch.zeros_like(p_prev))[..., None],
     ], dim=-1)
 
 
@@ -120,12 +190,15 @@ def forward_stacked(spec: MLPSpec, theta: np.ndarray, s: np.ndarray) -> np.ndarr
     theta [g, n] (one row per link of the group), s [..., g, m] -> [..., g].
     """
     layers = spec.unflatten(theta)
-    x = s
+    x = spec.normalise(s)
     for li, (W, b) in enumerate(layers):
         x = np.einsum("goi,...gi->...go", W, x) + b
         if li < len(layers) - 1:
             x = np.tanh(x)
-    return 1.0 / (1.0 + np.exp(-x[..., 0]))
+    q = x[..., 0]
+    if spec.logit_bound > 0:
+        q = spec.logit_bound * np.tanh(q / spec.logit_bound)
+    return 1.0 / (1.0 + np.exp(-q))
 
 
 def forward_stacked_torch(spec: MLPSpec, theta, s):
@@ -133,12 +206,15 @@ def forward_stacked_torch(spec: MLPSpec, theta, s):
     import torch
 
     layers = spec.unflatten(theta)
-    x = s
+    x = spec.normalise(s)
     for li, (W, b) in enumerate(layers):
         x = torch.einsum("goi,...gi->...go", W, x) + b
         if li < len(layers) - 1:
             x = torch.tanh(x)
-    return torch.sigmoid(x[..., 0])
+    q = x[..., 0]
+    if spec.logit_bound > 0:
+        q = spec.logit_bound * torch.tanh(q / spec.logit_bound)
+    return torch.sigmoid(q)
 
 
 @dataclass(frozen=True)

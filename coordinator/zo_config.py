@@ -8,14 +8,23 @@ involve several fields live in :func:`validate` (raises :class:`ZOConfigError`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bs_agent.zo_agent import ZOHyper
-from bs_agent.zo_math import PURPOSE_GRAPH, PURPOSE_OFFSET, diameter, fully_connected, random_connected_graph, rng_for
-from bs_agent.zo_policy import MLPSpec
+from bs_agent.zo_math import (
+    PURPOSE_GRAPH,
+    PURPOSE_NORM,
+    PURPOSE_OFFSET,
+    diameter,
+    fully_connected,
+    random_connected_graph,
+    rng_for,
+)
+from bs_agent.zo_policy import MLPSpec, feature_norm
 from radio.channels import Scenario
 
 METHODS = ("proposed", "adam", "fl")
@@ -48,6 +57,18 @@ class ZOPolicyConfig:
 
     hidden: tuple[int, ...] = _f((10,), "hidden layer sizes of every link's policy")
     per_link_hidden: str = _f("", "optional per-link hidden sizes, e.g. '10;10,10;8;8;6' (one per link)")
+    inputs: str = _f("paper", "paper: s_i of Sec. IV | memoryless: interference caused at full power G_ji p_max "
+                              "and no previous-power feature (no input depends on the link's own past power)",
+                     choices=("paper", "memoryless"))
+    input_norm: bool = _f(False, "standardise the inputs with fixed constants (their mean and std at full power "
+                                 "on the channel model, bs_agent.zo_policy.feature_norm); false: raw (paper)")
+    features: tuple[str, ...] = _f(("rx", "caused", "direct", "prev"),
+                                   "input groups each link's policy sees (others are 0): rx = R_i, caused = T_i, "
+                                   "direct = G_ii, prev = p_i(t-1); all four: paper")
+    out_bias: float = _f(0.0, "initial output bias of every policy (0: power p_max / 2 on average, paper)",
+                         range=(-100.0, 100.0))
+    logit_bound: float = _f(0.0, "c > 0: output pre-activation bounded to c tanh(q / c) before the sigmoid; "
+                                 "0: unbounded (paper)", range=(0.0, 1e6))
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,9 @@ class ZOBaselineConfig:
     """Centralized Adam and federated learning (paper 2 Sec. IV benchmarks)."""
 
     adam_lr: float = _f(0.01, "Adam learning rate (centralized and FL local steps)", range=(1e-8, 10.0))
+    adam_lr_end: float = _f(0.0, "> 0: Adam's learning rate decays geometrically from adam_lr to this at "
+                                  "run.iterations (lr_k = adam_lr (adam_lr_end / adam_lr)^(k / K)); 0: constant",
+                            range=(0.0, 10.0))
     fl_interval: int = _f(10, "I, iterations between FL averaging rounds", range=(1, 1_000_000))
 
 
@@ -202,7 +226,18 @@ def hidden_per_link(cfg: ZOConfig) -> list[tuple[int, ...]]:
 
 
 def specs(cfg: ZOConfig) -> list[MLPSpec]:
-    return [MLPSpec.for_links(cfg.scenario.n_links, h) for h in hidden_per_link(cfg)]
+    norm = _norm(cfg.scenario, cfg.policy.inputs) if cfg.policy.input_norm else ()
+    return [MLPSpec.for_links(cfg.scenario.n_links, h, cfg.policy.inputs, cfg.policy.logit_bound, norm,
+                              cfg.policy.out_bias, tuple(cfg.policy.features))
+            for h in hidden_per_link(cfg)]
+
+
+@functools.lru_cache(maxsize=32)
+def _norm(sc: ZOScenarioConfig, inputs: str) -> tuple[tuple[float, ...], ...]:
+    """Input normalisation constants of the channel model (4096 slots of a fixed stream, not the run's seed)."""
+    cfg = ZOConfig(scenario=sc)
+    G = scenario(cfg).sample(4096, rng_for(0, PURPOSE_NORM)).G
+    return feature_norm(G, sc.noise_w, sc.p_max_w, inputs)
 
 
 def scenario(cfg: ZOConfig) -> Scenario:

@@ -291,6 +291,15 @@ class ZOProposed(LinkProgress):
 # ---------------------------------------------------------------- first-order benchmarks
 
 
+def adam_lr(cfg: ZOConfig, k: int) -> float:
+    """Learning rate of the first-order baselines at iteration k: adam_lr, or with ``adam_lr_end`` > 0
+    the geometric decay adam_lr (adam_lr_end / adam_lr)^(k / K), K = run.iterations."""
+    b = cfg.baseline
+    if b.adam_lr_end <= 0:
+        return b.adam_lr
+    return b.adam_lr * (b.adam_lr_end / b.adam_lr) ** (min(k, cfg.run.iterations) / max(cfg.run.iterations, 1))
+
+
 class FirstOrder:
     """Centralized training with the exact gradient of the sum-rate through all policies (Adam),
     or FL (``fl=True``): every link takes Adam steps on its own block of that gradient and every I
@@ -351,7 +360,11 @@ class FirstOrder:
         rates = self.air.advance(self.air.t + self.B, powers_out=P)
         G = self.air.last_gains                                               # [B, N, N]
         p_in = np.concatenate([p_before[None], P[:-1]])
-        S = local_states(G, p_in, self.cfg.scenario.noise_w, np.full(self.N, self.cfg.scenario.p_max_w))
+        S = local_states(G, p_in, self.cfg.scenario.noise_w, np.full(self.N, self.cfg.scenario.p_max_w),
+                         self.specs[0].inputs)
+        if self.cfg.baseline.adam_lr_end > 0:
+            for grp in self.opt.param_groups:
+                grp["lr"] = adam_lr(self.cfg, self.iteration)
         sr = batch_sum_rate_torch(self.specs, self.params, torch.from_numpy(G), torch.from_numpy(S),
                                   self.cfg.scenario.noise_w, self.cfg.scenario.p_max_w)
         self.opt.zero_grad()

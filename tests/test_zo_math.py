@@ -20,7 +20,14 @@ from bs_agent.zo_math import (
     update_graph,
     update_sync,
 )
-from bs_agent.zo_policy import MLPSpec, PolicyGroups, forward_stacked, forward_stacked_torch, local_states
+from bs_agent.zo_policy import (
+    MLPSpec,
+    PolicyGroups,
+    forward_stacked,
+    forward_stacked_torch,
+    local_states,
+    local_states_torch,
+)
 
 
 def test_two_point_estimate_is_unbiased_on_a_quadratic():
@@ -265,3 +272,50 @@ def test_layer_scale_is_algorithm_1_on_the_reparametrised_policy():
         gamma = 2.0 / np.sqrt(k + 1)
         theta_p = theta_p + gamma / 0.7 * (float(np.float32(d_own)) + d_other) * u    # eq. (7) in theta'
         assert np.allclose(ag.theta, D * theta_p, rtol=1e-12, atol=1e-12)
+
+
+def test_memoryless_inputs_and_logit_bound_by_hand_and_air_matches_slot_by_slot():
+    import torch
+
+    from coordinator.zo_air import run_slots
+
+    N, s2, pm = 4, 0.5, np.full(4, 10.0)
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((6, N, N)) ** 2
+    p = rng.uniform(0, 10, (6, N))
+    s = local_states(G, p, s2, pm, "memoryless")
+    # T_i at full power: log10(1 + G_ji p_max / s2); previous-power feature 0; R_i and G_ii as in the paper
+    assert np.isclose(s[0, 1, 1], np.log10(1 + G[0, 0, 1] * 10.0 / s2))
+    assert np.all(s[..., N + 1] == 0.0)
+    paper = local_states(G, p, s2, pm)
+    assert np.allclose(s[..., 0], paper[..., 0]) and np.allclose(s[..., N], paper[..., N])
+    # no input of link i depends on its own previous power
+    p2 = p.copy()
+    p2[:, 2] = 0.0
+    assert np.allclose(local_states(G, p2, s2, pm, "memoryless")[:, 2], s[:, 2])
+    # logit bound: q -> c tanh(q / c) before the sigmoid (hand formula on a 1-layer net)
+    c = 2.0
+    sp = MLPSpec.for_links(N, (), "memoryless", c)
+    th = np.stack([np.concatenate([np.full(N + 2, 3.0), [1.0]])] * N)   # q = 3 sum(s) + 1
+    q = 3.0 * s.sum(-1) + 1.0
+    y = forward_stacked(sp, th, s)
+    assert np.allclose(y, 1.0 / (1.0 + np.exp(-c * np.tanh(q / c))))
+    assert np.all(y <= 1.0 / (1.0 + np.exp(-c)) + 1e-12)
+    assert np.allclose(forward_stacked_torch(sp, torch.from_numpy(th), torch.from_numpy(s)).numpy(), y)
+    assert np.allclose(local_states_torch(torch.from_numpy(G), torch.from_numpy(p), s2, 10.0,
+                                          "memoryless").numpy(), s)
+    # the air's vectorised slot recursion equals local_states + forward_stacked slot by slot (two groups)
+    specs = [MLPSpec.for_links(N, (5,), "memoryless", 3.0), MLPSpec.for_links(N, (3,), "memoryless", 3.0)]
+    links = [specs[0], specs[1], specs[0], specs[1]]
+    thetas = [sp.init(rng) * 4 for sp in links]
+    groups = PolicyGroups(tuple(links))
+    gl = groups.groups
+    stacks = [np.stack([thetas[i] for i in ix]) for _sp, ix in gl]
+    rates, p_last = run_slots(G, pm.copy(), gl, stacks, s2, pm)
+    pp = pm.copy()
+    for t in range(G.shape[0]):
+        pp = groups.powers(thetas, local_states(G[t], pp, s2, pm, "memoryless"), pm)
+        own = np.diag(G[t]) * pp
+        r = np.log2(1 + own / (G[t] @ pp - own + s2))
+        assert np.allclose(rates[t], r)
+    assert np.allclose(p_last, pp)

@@ -172,3 +172,19 @@ def test_direct_gain_threshold_reference_by_hand():
     # the layer scale must match the layers of every link's policy
     with pytest.raises(ZOConfigError):
         zc.validate(ZOConfig().replace(algo={"layer_scale": (1.0, 2.0, 3.0)}))
+
+
+def test_adam_learning_rate_decay_is_geometric_and_off_by_default():
+    from coordinator.zo_train import adam_lr
+
+    cfg = ZOConfig().replace(baseline={"adam_lr": 0.02, "adam_lr_end": 0.0005}, run={"iterations": 100})
+    assert adam_lr(cfg, 0) == pytest.approx(0.02)
+    assert adam_lr(cfg, 50) == pytest.approx(0.02 * (0.0005 / 0.02) ** 0.5)     # = 0.02 / sqrt(40)
+    assert adam_lr(cfg, 100) == pytest.approx(0.0005)
+    assert adam_lr(ZOConfig(), 7) == ZOConfig().baseline.adam_lr
+    small = cfg.replace(run={"iterations": 4, "eval_every": 4, "eval_sequences": 2, "eval_slots": 2, "method": "adam"},
+                        scenario={"n_links": 3})
+    tr = make_trainer(small, MessageLog(None), Exchange())
+    for k in range(4):
+        tr.run_iteration()
+        assert tr.opt.param_groups[0]["lr"] == pytest.approx(adam_lr(small, k))
