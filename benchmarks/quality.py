@@ -62,7 +62,7 @@ def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
 def budget(cfg: TrainConfig) -> str:
     p, t = cfg.policy, cfg.trpo
     return (f"{cfg.run.iterations} it x M = {t.episodes}, {p.layers}x{p.hidden} ELU, log-std0 {p.init_log_std:g}, "
-            f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g}, Fisher on every {t.fvp_stride}-th episode")
+            f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g}, Fisher every {t.fvp_stride}-th episode")
 
 
 def train_eval(cfg: TrainConfig, problem) -> tuple[float, float, int]:

@@ -1,10 +1,13 @@
 """Seconds per TRPO iteration at M = 1000 (Table II networks) for each scheme in both backends,
 side by side, environment steps per second, and memory per BS actor. The backends of a scheme (and
-the inproc run with the Fisher on every k-th episode) are all built first and timed one iteration
-each in turn, median per column, so that a loaded, shared machine skews the ratios less.
+the inproc runs with the Fisher on every k-th episode and with T torch threads) are all built first
+and timed one iteration each in turn, median per column, so that a loaded, shared machine skews the ratios less.
 
     python benchmarks/train_speed.py [--iters 5] [--episodes 1000] [--schemes centralized,partial,full]
-                                     [--backends inproc,ray]
+                                     [--backends inproc,ray] [--fvp-stride 5] [--threads 2]
+
+Every column but the last uses one torch thread per process; the threads column runs the inproc
+backend with T threads (`run.threads`, for the centralized scheme: its one agent on all cores).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from coordinator.trainer import Trainer, make_backend  # noqa: E402
 from deploy.config import TrainConfig, load_config  # noqa: E402
 
 
-def make(scheme: str, backend: str, episodes: int, kind: str, stride: int = 1) -> tuple[Trainer, object]:
+def make(scheme: str, backend: str, episodes: int, kind: str, stride: int = 1, threads: int = 1
+         ) -> tuple[Trainer, object]:
     cfg = load_config(TrainConfig, None, [f"run.scheme={scheme}", f"run.backend={backend}",
                                           f"trpo.episodes={episodes}", f"scenario.kind={kind}",
-                                          f"trpo.fvp_stride={stride}"]
+                                          f"trpo.fvp_stride={stride}", f"run.threads={threads}"]
                       + (["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []))
     be = make_backend(cfg)
     tr = Trainer(cfg, be)
@@ -44,6 +48,7 @@ def interleaved(trainers: dict[str, Trainer], iters: int) -> dict[str, tuple[flo
     keys = list(trainers)
     for r in range(iters):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            torch.set_num_threads(trainers[k].cfg.run.threads)   # this process's share of the column
             t0 = time.perf_counter()
             steps[k] = trainers[k].step()["env_steps"]
             times[k].append(time.perf_counter() - t0)
@@ -64,6 +69,8 @@ def main() -> None:
     ap.add_argument("--backends", default="inproc,ray", help="inproc,ray or one of them")
     ap.add_argument("--fvp-stride", type=int, default=5,
                     help="also time inproc with the Fisher on every k-th episode (0: skip that column)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="also time inproc (exact Fisher) with this many torch threads (0: skip that column)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     backends = a.backends.split(",")
@@ -79,12 +86,15 @@ def main() -> None:
           f"warm-up, the columns interleaved; load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'scheme':<12} {'inproc s/it':>11} {'ray s/it':>9} {'ray/inproc':>10} {'inproc steps/s':>14} "
           f"{'ray steps/s':>11} {'MB/actor (maxrss)':>18}"
-          + (f" {'inproc steps/s, fvp_stride=' + str(a.fvp_stride):>28} {'ratio':>6}" if a.fvp_stride else ""))
+          + (f" {'inproc steps/s, fvp_stride=' + str(a.fvp_stride):>28} {'ratio':>6}" if a.fvp_stride else "")
+          + (f" {'inproc steps/s, ' + str(a.threads) + ' threads':>26} {'ratio':>6}" if a.threads else ""))
     for scheme in a.schemes.split(","):
-        cols = {b: (b, 1) for b in backends}
+        cols = {b: (b, 1, 1) for b in backends}
         if a.fvp_stride and "inproc" in backends:
-            cols["stride"] = ("inproc", a.fvp_stride)
-        made = {k: make(scheme, b, a.episodes, a.kind, st) for k, (b, st) in cols.items()}
+            cols["stride"] = ("inproc", a.fvp_stride, 1)
+        if a.threads and "inproc" in backends:
+            cols["threads"] = ("inproc", 1, a.threads)
+        made = {k: make(scheme, b, a.episodes, a.kind, st, th) for k, (b, st, th) in cols.items()}
         try:
             res = interleaved({k: tr for k, (tr, _) in made.items()}, a.iters)
             mem = made["ray"][1].memory_mb() if "ray" in made else []
@@ -98,6 +108,9 @@ def main() -> None:
         if "stride" in res:
             ss = res["stride"][1]
             line += f" {ss:>28.0f} {ss / si:>6.2f}"
+        if "threads" in res:
+            st = res["threads"][1]
+            line += f" {st:>26.0f} {st / si:>6.2f}"
         print(line + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
     if "ray" in backends:
         ray.shutdown()

@@ -45,8 +45,8 @@ about half the round trip (measured on 2 loaded cores: ~5 ms instead of ~10 ms p
 class BSActor:
     """A BS (or the central agent) in its own process."""
 
-    def __init__(self, bs_id: int, spec: AgentSpec, sample_seed: int) -> None:
-        torch.set_num_threads(1)
+    def __init__(self, bs_id: int, spec: AgentSpec, sample_seed: int, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
         self.agent = AgentOps(bs_id, spec, sample_seed)  # (not "ops": cloudpickle would take it for torch.ops)
         self.bs_id = bs_id
         self.node: RingNode | None = None
@@ -174,7 +174,7 @@ class RayBackend:
 
     def __init__(self, spec: AgentSpec, sample_seeds: Sequence[int], address: str | None = None,
                  actor_options: Sequence[dict] | None = None, cluster: bool | None = None,
-                 fvp_over_ring: bool = True) -> None:
+                 fvp_over_ring: bool = True, threads: int = 1) -> None:
         self.spec = spec
         self.fvp_over_ring = fvp_over_ring   # False: every product by Ray call (for comparisons)
         self.started_ray = False
@@ -188,7 +188,8 @@ class RayBackend:
             self.started_ray = True
         ids = agent_ids(spec)
         opts = list(actor_options or [{}] * len(ids))
-        self.actors = [BSActor.options(**o).remote(i, spec, s) for i, s, o in zip(ids, sample_seeds, opts, strict=True)]
+        self.actors = [BSActor.options(**o).remote(i, spec, s, threads)
+                       for i, s, o in zip(ids, sample_seeds, opts, strict=True)]
         # every agent's node: the round-robin ring (partial) and the FVP phase's link to the coordinator
         on_cluster = (bool(address) and self.started_ray) if cluster is None else cluster
         eps = ray.get([a.ring_open.remote(on_cluster) for a in self.actors])

@@ -57,13 +57,18 @@ def agent_spec(cfg: TrainConfig) -> AgentSpec:
 
 
 def make_backend(cfg: TrainConfig, address: str | None = None) -> Any:
+    """The configured backend; this process and every agent process compute with ``run.threads`` torch
+    threads (the same count everywhere, so that inproc and ray do the same arithmetic)."""
+    import torch
+
+    torch.set_num_threads(cfg.run.threads)
     spec = agent_spec(cfg)
     seeds = [child_seed(cfg.run.seed, SEED_AGENT, i) for i in agent_ids(spec)]
     if cfg.run.backend == "inproc":
         return InprocBackend(spec, seeds)
     from coordinator.ray_backend import RayBackend
 
-    return RayBackend(spec, seeds, address=address)
+    return RayBackend(spec, seeds, address=address, threads=cfg.run.threads)
 
 
 def random_positions(rng: np.random.Generator, M: int, B: int) -> np.ndarray:

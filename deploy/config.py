@@ -93,6 +93,9 @@ class RunConfig:
     algo: str = _f("trpo", "trpo | a2c", choices=ALGOS)
     backend: str = _f("ray", "inproc (one process) | ray (actors + ZeroMQ)", choices=BACKENDS)
     seed: int = _f(0, "root seed", range=(0, 2**63 - 1))
+    threads: int = _f(1, "torch threads of every process that computes (the inproc process, the coordinator, each BS "
+                         "actor); 2 lets the centralized scheme's one agent use both cores of a 2-core machine",
+                      range=(1, 256))
     iterations: int = _f(100, "training iterations", range=(0, 10_000_000))
     checkpoint_every: int = _f(10, "checkpoint every N iterations", range=(1, 10_000_000))
     keep_checkpoints: int = _f(3, "checkpoints kept", range=(1, 1000))

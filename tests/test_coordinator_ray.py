@@ -33,6 +33,27 @@ def test_inproc_equals_ray(ray_session, scheme):
     assert logs["inproc"] == logs["ray"]
 
 
+def test_inproc_equals_ray_with_two_threads(ray_session):
+    """run.threads = 2 (the centralized agent on both cores): every process computes with 2 threads, so the
+    two backends still do the same arithmetic; nets large enough that torch splits the work."""
+    thetas = {}
+    for backend in ("inproc", "ray"):
+        cfg = load_config(TrainConfig, None, ["policy.hidden=128", "policy.layers=2", "trpo.episodes=400",
+                                              "trpo.cg_iters=4", "trpo.value_epochs=2", "run.threads=2",
+                                              "run.scheme=centralized", f"run.backend={backend}"])
+        be = make_backend(cfg)
+        try:
+            assert torch.get_num_threads() == 2
+            tr = Trainer(cfg, be)
+            tr.step()
+            thetas[backend] = (tr.theta.clone(), tr.phi.detach().clone())
+        finally:
+            be.close()
+            torch.set_num_threads(1)
+    assert torch.equal(thetas["inproc"][0], thetas["ray"][0])
+    assert torch.equal(thetas["inproc"][1], thetas["ray"][1])
+
+
 def test_two_node_cluster_training():
     """A real 2-node Ray cluster on this machine (its own, separate from the session's Ray)."""
     import ray
