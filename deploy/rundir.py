@@ -243,7 +243,7 @@ def plot_curves(csv_or_dict: str | Path | Mapping[str, Sequence[float]], keys: S
         {k: np.asarray(v, dtype=np.float64) for k, v in csv_or_dict.items()}
     keys = [k for k in keys if k in data]
     fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(7, 2.6 * max(1, len(keys))), squeeze=False)
-    for ax, k in zip(axes[:, 0], keys):
+    for ax, k in zip(axes[:, 0], keys, strict=False):  # no keys: one empty panel
         y = data[k]
         x = data.get(x_key, np.arange(len(y)))
         ax.plot(x, y, lw=0.8, alpha=0.5 if w else 1.0, label=f"{k} (raw)")
