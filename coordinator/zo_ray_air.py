@@ -28,10 +28,11 @@ import numpy as np
 import zmq
 
 from protocol.errors import MalformedMessage
+from protocol.log import COLUMNS
 
 STEP, STEP_REAL, SETTLE, STOP = 1, 2, 3, 4          # hub -> actor
 REPLY, ROWS, ERROR = 11, 12, 13                     # actor -> hub
-ROW_FIELDS = 11
+ROW_FIELDS = len(COLUMNS) - 1                        # a log row without ``dropped`` (it is the event)
 POLL_MS = 200                                        # the hub checks its actors' health this often while waiting
 _CMD = struct.Struct("<Bq")
 _REP = struct.Struct("<Bii")
@@ -51,15 +52,33 @@ def _array(frame: bytes, dtype: np.dtype, what: str) -> np.ndarray:
     return np.frombuffer(frame, dtype=dtype)
 
 
-class LinkPort:
-    """An actor's end: PULL bound (commands), PUSH to the coordinator (replies). Used by one thread."""
+class _Port:
+    """Either end: its own context and a bound PULL inbox (``endpoint``); ``_outs`` are its PUSH sockets."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str) -> None:
         self.ctx = zmq.Context(io_threads=1)
         self.inbox = _socket(self.ctx, zmq.PULL)
         port = self.inbox.bind_to_random_port(f"tcp://{host}")
         self.endpoint = f"tcp://{host}:{port}"
+
+    def _outs(self) -> list[zmq.Socket]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for s in (self.inbox, *self._outs()):
+            s.close(linger=0)
+        self.ctx.term()
+
+
+class LinkPort(_Port):
+    """An actor's end: PULL bound (commands), PUSH to the coordinator (replies). Used by one thread."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self.out = _socket(self.ctx, zmq.PUSH)
+
+    def _outs(self) -> list[zmq.Socket]:
+        return [self.out]
 
     def connect(self, coordinator: str) -> None:
         self.out.connect(coordinator)
@@ -86,20 +105,12 @@ class LinkPort:
         except zmq.ZMQError:
             pass
 
-    def close(self) -> None:
-        for s in (self.inbox, self.out):
-            s.close(linger=0)
-        self.ctx.term()
 
-
-class Hub:
+class Hub(_Port):
     """The coordinator's end: one PULL bound (replies of every actor), one PUSH per actor."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.ctx = zmq.Context(io_threads=1)
-        self.inbox = _socket(self.ctx, zmq.PULL)
-        port = self.inbox.bind_to_random_port(f"tcp://{host}")
-        self.endpoint = f"tcp://{host}:{port}"
+        super().__init__(host)
         self.out: list[zmq.Socket] = []
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
@@ -163,10 +174,8 @@ class Hub:
         return {"air_frames_to_links": self.frames[0], "air_frames_from_links": self.frames[1],
                 "air_bytes_to_links": self.bytes[0], "air_bytes_from_links": self.bytes[1]}
 
-    def close(self) -> None:
-        for s in (self.inbox, *self.out):
-            s.close(linger=0)
-        self.ctx.term()
+    def _outs(self) -> list[zmq.Socket]:
+        return self.out
 
 
 __all__ = ["Hub", "LinkPort", "STEP", "STEP_REAL", "SETTLE", "STOP", "POLL_MS"]
