@@ -15,6 +15,7 @@ hidden sizes; links that share an architecture are evaluated together (stacked p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,12 +71,24 @@ class MLPSpec:
 
     def normalise(self, s):
         """The network's input: (s - mean) / std with ``norm``, times ``mask`` (numpy or torch)."""
+        if isinstance(s, np.ndarray):
+            if self.norm:
+                mean, std, _ = self._arrays
+                s = (s - mean) / std
+            if self.mask:
+                s = s * self._arrays[2]
+            return s
         if self.norm:
-            s = (s - np.asarray(self.norm[0])) / np.asarray(self.norm[1]) if isinstance(s, np.ndarray) else \
-                (s - s.new_tensor(self.norm[0])) / s.new_tensor(self.norm[1])
+            s = (s - s.new_tensor(self.norm[0])) / s.new_tensor(self.norm[1])
         if self.mask:
-            s = s * (np.asarray(self.mask) if isinstance(s, np.ndarray) else s.new_tensor(self.mask))
+            s = s * s.new_tensor(self.mask)
         return s
+
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """``norm`` and ``mask`` as arrays, built once (the air calls :meth:`normalise` every slot)."""
+        mean, std = (np.asarray(self.norm[0]), np.asarray(self.norm[1])) if self.norm else (None, None)
+        return mean, std, np.asarray(self.mask) if self.mask else None
 
     @property
     def n_params(self) -> int:
