@@ -4,10 +4,13 @@ the inproc runs with the Fisher on every k-th episode and with T torch threads) 
 and timed one iteration each in turn, median per column, so that a loaded, shared machine skews the ratios less.
 
     python benchmarks/train_speed.py [--iters 5] [--episodes 1000] [--schemes centralized,partial,full]
-                                     [--backends inproc,ray] [--fvp-stride 5] [--threads 2]
+                                     [--backends inproc,ray] [--fvp-stride 5] [--threads 2] [--no-shipped]
 
-Every column but the last uses one torch thread per process; the threads column runs the inproc
-backend with T threads (`run.threads`, for the centralized scheme: its one agent on all cores).
+Every column but the threads one uses one torch thread per process; the threads column runs the inproc
+backend with T threads (`run.threads`, for the centralized scheme: its one agent on all cores). A scheme
+with a shipped config (deploy/configs/3cell_centralized.yaml) gets one more column: that file's own
+settings (critic steps, CG iterations, fvp_stride, threads) timed inproc at the same M — the figure the
+centralized goal (>= 5000 steps/s on 2 cores) is about. --no-shipped skips it.
 """
 
 from __future__ import annotations
@@ -27,13 +30,20 @@ import torch  # noqa: E402
 from coordinator.trainer import Trainer, make_backend  # noqa: E402
 from deploy.config import TrainConfig, load_config  # noqa: E402
 
+CONFIGS = Path(__file__).resolve().parents[1] / "deploy" / "configs"
+# the shipped config of a scheme, timed as it is (inproc) in the "shipped" column
+SHIPPED = {("3cell", "centralized"): CONFIGS / "3cell_centralized.yaml"}
 
-def make(scheme: str, backend: str, episodes: int, kind: str, stride: int = 1, threads: int = 1
-         ) -> tuple[Trainer, object]:
-    cfg = load_config(TrainConfig, None, [f"run.scheme={scheme}", f"run.backend={backend}",
-                                          f"trpo.episodes={episodes}", f"scenario.kind={kind}",
-                                          f"trpo.fvp_stride={stride}", f"run.threads={threads}"]
-                      + (["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []))
+
+def make(scheme: str, backend: str, episodes: int, kind: str, stride: int = 1, threads: int = 1,
+         path: Path | None = None) -> tuple[Trainer, object]:
+    """A trainer on the Table II defaults with the given stride and threads, or (``path``) on a
+    shipped config's own settings with only the backend and M set."""
+    sets = [f"run.scheme={scheme}", f"run.backend={backend}", f"trpo.episodes={episodes}", f"scenario.kind={kind}"]
+    if path is None:
+        sets += [f"trpo.fvp_stride={stride}", f"run.threads={threads}"]
+        sets += ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []
+    cfg = load_config(TrainConfig, path, sets)
     be = make_backend(cfg)
     tr = Trainer(cfg, be)
     tr.step()  # warm-up
@@ -69,6 +79,8 @@ def main() -> None:
     ap.add_argument("--backends", default="inproc,ray", help="inproc,ray or one of them")
     ap.add_argument("--fvp-stride", type=int, default=5,
                     help="also time inproc with the Fisher on every k-th episode (0: skip that column)")
+    ap.add_argument("--no-shipped", dest="shipped", action="store_false",
+                    help="skip the column that times a scheme's shipped config (deploy/configs) as it is")
     ap.add_argument("--threads", type=int, default=2,
                     help="also time inproc (exact Fisher) with this many torch threads (0: skip that column)")
     a = ap.parse_args()
@@ -95,6 +107,9 @@ def main() -> None:
         if a.threads and "inproc" in backends:
             cols["threads"] = ("inproc", 1, a.threads)
         made = {k: make(scheme, b, a.episodes, a.kind, st, th) for k, (b, st, th) in cols.items()}
+        shipped = SHIPPED.get((a.kind, scheme)) if a.shipped and "inproc" in backends else None
+        if shipped is not None:
+            made["shipped"] = make(scheme, "inproc", a.episodes, a.kind, path=shipped)
         try:
             res = interleaved({k: tr for k, (tr, _) in made.items()}, a.iters)
             mem = made["ray"][1].memory_mb() if "ray" in made else []
@@ -111,6 +126,10 @@ def main() -> None:
         if "threads" in res:
             st = res["threads"][1]
             line += f" {st:>26.0f} {st / si:>6.2f}"
+        if "shipped" in res:
+            cf = made["shipped"][0].cfg
+            line += (f"  | shipped {shipped.name} (critic {cf.trpo.value_epochs}, CG {cf.trpo.cg_iters}, "
+                     f"fvp_stride {cf.trpo.fvp_stride}, {cf.run.threads} threads): {res['shipped'][1]:.0f} steps/s")
         print(line + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
     if "ray" in backends:
         ray.shutdown()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bs_agent.nets import flat_cat, init_networks, mlp_forward_cache, mlp_jvp, mlp_vjp, unflat
+from bs_agent.nets import flat_cat, init_networks, mlp_forward, mlp_forward_cache, mlp_jvp, mlp_vjp, unflat
 from bs_agent.state import act_dim, local_csi, obs_dim, relative_powers
 from bs_agent.trpo import flat_params, gaussian_kl, gaussian_log_prob, set_flat_params
 
@@ -265,7 +265,7 @@ class BaseStation:
         theta = torch.as_tensor(theta, dtype=self.dtype)
         A = self.spec.act_dim
         with torch.no_grad():
-            out, _ = mlp_forward_cache(self.policy.body, self.obs, unflat(theta, self._pparams))
+            out = mlp_forward(self.policy.body, self.obs, unflat(theta, self._pparams))
             mu, log_std = out[:, :A], out[:, A:]
             logp = gaussian_log_prob(self.a, mu, log_std)
             surr = (self.weights * (torch.exp(logp - self.logp_old) - 1.0)).sum()

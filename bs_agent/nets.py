@@ -78,20 +78,33 @@ def mlp_forward_cache(body: nn.Sequential, s: torch.Tensor,
                       params: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list]:
     """Forward through Linear/ELU layers keeping (input, elu'(z)) of every Linear for products.
     ``params`` (W, b per Linear, in parameters() order) replaces the module's own parameters."""
+    cache: list = []
+    return _forward(body, s, params, cache), cache
+
+
+def mlp_forward(body: nn.Sequential, s: torch.Tensor, params: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The same forward (the same values bit for bit) without the cache: no elu'(z) is formed, for
+    outputs that no product needs (the line search's candidates)."""
+    return _forward(body, s, params, None)
+
+
+def _forward(body: nn.Sequential, s: torch.Tensor, params: list[torch.Tensor] | None, cache: list | None
+             ) -> torch.Tensor:
     lins = linears(body)
     params = params if params is not None else [t for m in lins for t in (m.weight, m.bias)]
-    cache = []
     h = s
     for j in range(len(lins)):
         z = torch.addmm(params[2 * j + 1], h, params[2 * j].t())
         if j + 1 < len(lins):                       # hidden layer: ELU, eq. (24)
             y = torch.nn.functional.elu(z)
-            cache.append((h, torch.clamp(y, max=0.0).add_(1.0)))   # elu'(z) = 1 (z > 0), e^z = y + 1 (z <= 0)
+            if cache is not None:                   # elu'(z) = 1 (z > 0), e^z = y + 1 (z <= 0)
+                cache.append((h, torch.clamp(y, max=0.0).add_(1.0)))
             h = y
         else:
-            cache.append((h, None))
+            if cache is not None:
+                cache.append((h, None))
             h = z
-    return h, cache
+    return h
 
 
 def mlp_jvp(body: nn.Sequential, cache: list, dparams: list[torch.Tensor]) -> torch.Tensor:

@@ -184,3 +184,19 @@ def test_end_of_episode_returns():
     R = np.array([2.0, 4.0])
     pos = np.array([0, 2])
     assert np.allclose(end_of_episode_returns(R, pos, 3, 0.5), [2.0 * 0.25, 4.0])
+
+
+def test_forward_without_cache_is_the_cached_forward_and_the_module():
+    """The line search's forward (no elu' kept) gives the very values of the cached one, which are the
+    module's own output, at the module's parameters and at a flat candidate."""
+    from bs_agent.nets import mlp_forward, mlp_forward_cache, unflat
+
+    bs = tiny_bs(M=7)
+    params = list(bs.policy.parameters())
+    theta = flat_params(bs.policy) + 0.1
+    with torch.no_grad():
+        for p in (None, unflat(theta, params)):
+            out, cache = mlp_forward_cache(bs.policy.body, bs.obs, p)
+            assert torch.equal(mlp_forward(bs.policy.body, bs.obs, p), out)
+            assert len(cache) == 3 and cache[-1][1] is None
+        assert torch.equal(mlp_forward(bs.policy.body, bs.obs), bs.policy.body(bs.obs))
