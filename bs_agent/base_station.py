@@ -44,10 +44,13 @@ class AgentSpec:
     init_log_std: float = -1.0
     init_seed: int = 0   # seed of the network initialisation (same at every BS: the policy is shared)
     fvp_stride: int = 1  # Fisher-vector products on every k-th sample, times k (1: exact, all samples)
+    value_batches: int = 1  # critic round e on every k-th sample from offset e mod k (1: all samples)
 
     def __post_init__(self) -> None:
         if self.fvp_stride < 1:
             raise ValueError(f"fvp_stride: expected an integer >= 1, got {self.fvp_stride}")
+        if self.value_batches < 1:
+            raise ValueError(f"value_batches: expected an integer >= 1, got {self.value_batches}")
 
     @property
     def obs_dim(self) -> int:
@@ -272,10 +275,19 @@ class BaseStation:
             kl = gaussian_kl(self.mu_old, self.log_std_old, mu, log_std).sum()
         return float(surr), float(kl)
 
-    def value_gradient(self, returns: np.ndarray) -> tuple[torch.Tensor, float]:
-        """Critic share: (grad_phi sum_m (V(s_m) - G_m)^2, the loss sum). Policy parameters untouched."""
+    def value_gradient(self, returns: np.ndarray, round_: int = 0) -> tuple[torch.Tensor, float]:
+        """Critic share: (grad_phi sum_m (V(s_m) - G_m)^2, the loss sum). Policy parameters untouched.
+        With ``spec.value_batches = k > 1`` the sum runs over the minibatch of critic round ``round_``:
+        samples m = e, e + k, e + 2k, ... with e = round_ mod k (a forward on those rows only)."""
         G = torch.as_tensor(np.asarray(returns), dtype=self.dtype)
-        out, cache = self._value_cache()
+        k = self.spec.value_batches
+        if k == 1:
+            out, cache = self._value_cache()
+        else:
+            rows = slice(round_ % k, None, k)
+            G = G[rows]
+            with torch.no_grad():
+                out, cache = mlp_forward_cache(self.value.body, self.obs[rows].contiguous())
         with torch.no_grad():
             r = out.squeeze(-1) - G
             grad = flat_cat(mlp_vjp(self.value.body, cache, (2.0 * r)[:, None]))

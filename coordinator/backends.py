@@ -71,6 +71,7 @@ class AgentOps:
     def __init__(self, bs_id: int, spec: AgentSpec, sample_seed: int) -> None:
         self.bs = BaseStation(bs_id, spec, sample_seed)
         self.returns: np.ndarray | None = None  # G of this agent's samples, kept for the critic rounds
+        self.critic_round = 0                   # critic rounds taken since start_learning (its minibatch)
 
     # ---- parameters and state
     def initial_params(self) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +110,7 @@ class AgentOps:
         share of eq. (18) (and a critic round at the current phi if asked). ``returns`` G and
         ``step_w`` gamma^n are [M] float64."""
         V = self.bs.finish_acting()
-        self.returns = returns
+        self.returns, self.critic_round = returns, 0
         self.bs.set_weights(step_w * (returns - V))
         return _np(self.bs.policy_gradient()), self._critic(critic)
 
@@ -136,7 +137,8 @@ class AgentOps:
             self.set_value(phi)
         if self.returns is None:
             raise RuntimeError(f"agent {self.bs.bs_id}: value_round before start_learning")
-        grad, loss = self.bs.value_gradient(self.returns)
+        grad, loss = self.bs.value_gradient(self.returns, self.critic_round)
+        self.critic_round += 1
         return _np(grad), loss
 
 

@@ -53,7 +53,8 @@ def scenario_of(cfg: TrainConfig) -> Scenario:
 def agent_spec(cfg: TrainConfig) -> AgentSpec:
     sc = scenario_of(cfg)
     return AgentSpec(cfg.run.scheme, sc.cells, sc.K, cfg.policy.hidden, cfg.policy.layers,
-                     cfg.policy.init_log_std, child_seed(cfg.run.seed, SEED_INIT), cfg.trpo.fvp_stride)
+                     cfg.policy.init_log_std, child_seed(cfg.run.seed, SEED_INIT), cfg.trpo.fvp_stride,
+                     cfg.trpo.value_batches)
 
 
 def make_backend(cfg: TrainConfig, address: str | None = None) -> Any:
@@ -266,15 +267,18 @@ class Trainer:
 
 
 class _CriticRounds:
-    """The critic's full-batch Adam steps on sum (V - G)^2 from the summed shares, one round per step
-    (``trpo.value_epochs``). Round 0 runs at the current phi, round e > 0 carries the phi of step
-    e - 1. A round rides on whichever call goes to the agents next (while :attr:`pending`); the rounds
-    left after the line search go alone, then the accepted theta and the last phi are broadcast.
-    The same Adam steps on the same shares as running the rounds after the policy step."""
+    """The critic's Adam steps on the mean (V - G)^2 from the summed shares, one round per step
+    (``trpo.value_epochs``): on the full batch, or with ``trpo.value_batches = k > 1`` on round e's
+    minibatch (every k-th episode from offset e mod k; the agents count the rounds themselves). Round 0
+    runs at the current phi, round e > 0 carries the phi of step e - 1. A round rides on whichever call
+    goes to the agents next (while :attr:`pending`); the rounds left after the line search go alone,
+    then the accepted theta and the last phi are broadcast. The same Adam steps on the same shares as
+    running the rounds after the policy step."""
 
     def __init__(self, tr: Trainer, count: float) -> None:
         self.tr, self.count = tr, count
         self.left = tr.cfg.trpo.value_epochs
+        self.done = 0                             # rounds taken (round e's minibatch: e mod k)
         self.phi: np.ndarray | None = None        # None: round 0, the agents' current phi
         self.vloss = float("nan")
 
@@ -295,13 +299,22 @@ class _CriticRounds:
         tr = self.tr
         shares = [c for _, c in out]
         tr.log.from_each(Kind.GRADIENT, tr.ids, tr.iteration, [{"c": c, "loss": lv} for c, lv in shares], t)
-        grad = shares_sum([c for c, _ in shares]) / self.count
-        self.vloss = sum(lv for _, lv in shares) / self.count
+        count = self._round_count()
+        grad = shares_sum([c for c, _ in shares]) / count
+        self.vloss = sum(lv for _, lv in shares) / count
         tr.value_opt.zero_grad()
         tr.phi.grad = grad.to(tr.phi.dtype)
         tr.value_opt.step()
         self.phi = tr.phi.detach().numpy().copy()
         self.left -= 1
+        self.done += 1
+
+    def _round_count(self) -> float:
+        """Samples in this round's minibatch over all agents (M*N with the full batch)."""
+        k, M = self.tr.cfg.trpo.value_batches, self.tr.cfg.trpo.episodes
+        if k == 1:
+            return self.count
+        return self.count / M * len(range(self.done % k, M, k))
 
     def finish(self) -> float:
         """The rounds left, each alone; then broadcast the accepted theta (and the last phi). Returns

@@ -80,9 +80,17 @@ class TrpoConfig:
     value_lr: float = _f(1e-3, "critic Adam learning rate", range=(1e-8, 1.0))
     value_epochs: int = _f(5, "full-batch critic Adam steps per iteration (one share round each)",
                            range=(0, 1000))
+    value_batches: int = _f(1, "critic minibatches: round e takes its Adam step on every k-th episode from "
+                            "offset e mod k (k = value_batches; value_epochs = k is one pass over the batch "
+                            "per iteration); 1: the full batch every round", range=(1, 1000))
     a2c_lr: float = _f(7e-4, "A2C fixed step size (paper: 7e-4)", range=(1e-8, 1.0))
     fvp_stride: int = _f(1, "Fisher-vector products on every k-th episode, times k (1: exact; the Fisher "
                          "on a sub-sample, Schulman et al. 2015 App. C, OpenAI baselines use 5)", range=(1, 1000))
+
+    def __post_init__(self) -> None:
+        if self.value_batches > self.episodes:
+            raise ConfigError(f"trpo.value_batches: expected at most trpo.episodes ({self.episodes}) so that "
+                              f"no critic minibatch is empty, got {self.value_batches}")
 
 
 @dataclasses.dataclass(frozen=True)

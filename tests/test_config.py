@@ -63,6 +63,15 @@ def test_errors_name_the_key(override, words):
     assert isinstance(ei.value, UsageError)
 
 
+def test_value_batches_at_most_episodes():
+    assert load_config(TrainConfig, None, ["trpo.episodes=8", "trpo.value_batches=8"]).trpo.value_batches == 8
+    with pytest.raises(ConfigError) as ei:
+        load_config(TrainConfig, None, ["trpo.episodes=8", "trpo.value_batches=9"])
+    assert "trpo.value_batches" in str(ei.value) and "trpo.episodes" in str(ei.value)
+    with pytest.raises(ConfigError, match="trpo.value_batches"):
+        load_config(TrainConfig, None, ["trpo.value_batches=0"])
+
+
 def test_train_config_files_load():
     from pathlib import Path
 

@@ -44,6 +44,19 @@ def test_same_seed_same_parameters_different_seed_different():
     assert not torch.equal(a.theta, c.theta)
 
 
+def test_critic_minibatches_change_only_the_critic_and_cycle():
+    """Iteration 0's policy step uses V at the initial phi, so minibatches leave its theta as it is and
+    change phi; each agent takes one round per minibatch, counted from zero every iteration."""
+    full, _ = train(["run.scheme=partial", "trpo.value_epochs=3"], n=1)
+    mini, ms = train(["run.scheme=partial", "trpo.value_epochs=3", "trpo.value_batches=3"], n=1)
+    assert torch.equal(full.theta, mini.theta) and not torch.equal(full.phi, mini.phi)
+    assert [a.critic_round for a in mini.backend.agents] == [3, 3, 3] and np.isfinite(ms[0]["value_loss"])
+    again, _ = train(["run.scheme=partial", "trpo.value_epochs=3", "trpo.value_batches=3"], n=1)
+    assert torch.equal(again.phi, mini.phi)
+    mini.step()
+    assert [a.critic_round for a in mini.backend.agents] == [3, 3, 3]
+
+
 def test_resume_from_state_dict_is_exact():
     a, _ = train(["run.scheme=partial"], n=3)
     cfg = load_config(TrainConfig, None, SMALL + ["run.scheme=partial"])

@@ -21,8 +21,9 @@ from bs_agent.trpo import (
 )
 
 
-def tiny_bs(scheme="full", M=9, seed=0, fvp_stride=1) -> BaseStation:
-    spec = AgentSpec(scheme, 3, 2, hidden=5, layers=2, init_log_std=-0.5, init_seed=seed, fvp_stride=fvp_stride)
+def tiny_bs(scheme="full", M=9, seed=0, fvp_stride=1, value_batches=1) -> BaseStation:
+    spec = AgentSpec(scheme, 3, 2, hidden=5, layers=2, init_log_std=-0.5, init_seed=seed, fvp_stride=fvp_stride,
+                     value_batches=value_batches)
     bs = BaseStation(1, spec, 11 + seed, dtype=torch.float64)
     rng = np.random.default_rng(seed)
     bs.load_csi(rng.standard_normal((M, 6)))
@@ -150,6 +151,31 @@ def test_critic_update_leaves_policy_untouched():
     bs.set_value_params(opt_phi.detach())
     assert torch.equal(flat_params(bs.policy), th0)
     assert loss > 0 and not torch.equal(flat_params(bs.value), opt_phi.detach() * 0)
+
+
+def critic_grad_reference(bs: BaseStation, G: np.ndarray, rows) -> tuple[torch.Tensor, float]:
+    """Autograd d/d phi of sum over ``rows`` of (V(s) - G)^2 on the module itself."""
+    params = list(bs.value.parameters())
+    r = bs.value(bs.obs[rows]) - torch.as_tensor(G[rows], dtype=bs.dtype)
+    loss = (r * r).sum()
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]), float(loss.detach())
+
+
+def test_critic_minibatch_is_the_gradient_on_every_kth_sample():
+    k, M = 3, 10
+    bs = tiny_bs(M=M, value_batches=k)
+    full = tiny_bs(M=M)
+    G = np.random.default_rng(5).standard_normal(M)
+    for e in range(2 * k):
+        grad, loss = bs.value_gradient(G, e)
+        ref, ref_loss = critic_grad_reference(bs, G, slice(e % k, None, k))
+        torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-12)
+        assert loss == pytest.approx(ref_loss, rel=1e-12)
+    # value_batches = 1: every round on all samples, whatever the round
+    ref, _ = critic_grad_reference(full, G, slice(None))
+    torch.testing.assert_close(full.value_gradient(G, 4)[0], ref, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="value_batches"):
+        AgentSpec("full", 3, 2, value_batches=0)
 
 
 def test_log_prob_and_kl_formulas():
