@@ -9,8 +9,10 @@ Local measurements of link i at slot t (powers p(t-1) of the previous slot, chan
             P_i : its previous power p_i )
 
 fed to the network as ``log10(1 + x / sigma^2)`` for the powers and gains (G_ii scaled by p_max)
-and ``p_i / p_max`` for the previous power, so the features are O(1). Links may have different
-hidden sizes; links that share an architecture are evaluated together (stacked parameters).
+and ``p_i / p_max`` for the previous power, so the features are O(1). With ``caused='sum'`` the
+caused-interference block holds the pooled log10(1 + sum_{j != i} T_ij / sigma^2) in its first entry
+and 0 (masked) in the others, so a policy has one weight on how much interference it causes in all.
+Links may have different hidden sizes; links that share an architecture are evaluated together (stacked parameters).
 """
 
 from __future__ import annotations
@@ -21,19 +23,24 @@ from dataclasses import dataclass
 import numpy as np
 
 INPUTS = ("paper", "memoryless")
+CAUSED = ("each", "sum")      # T_i per other link (paper) | pooled over the other links
 FEATURES = ("rx", "caused", "direct", "prev")   # R_i, T_i [N - 1], G_ii, p_i(t-1)
 
 
-def feature_mask(n_links: int, features: tuple[str, ...]) -> tuple[float, ...]:
-    """[m] 1 on the features of the named groups, 0 elsewhere; () when all are used (paper)."""
+def feature_mask(n_links: int, features: tuple[str, ...], caused: str = "each") -> tuple[float, ...]:
+    """[m] 1 on the features of the named groups, 0 elsewhere; () when all are used (paper). With
+    ``caused='sum'`` only the first entry of the caused block (the pooled value) is used."""
     bad = [f for f in features if f not in FEATURES]
     if bad or not features:
         raise ValueError(f"features: expected a non-empty subset of {FEATURES}, got {features!r}")
-    if set(features) == set(FEATURES):
+    if caused not in CAUSED:
+        raise ValueError(f"caused: expected one of {CAUSED}, got {caused!r}")
+    if set(features) == set(FEATURES) and caused == "each":
         return ()
     L = n_links
     sizes = {"rx": 1, "caused": L - 1, "direct": 1, "prev": 1}
-    return tuple(float(f in features) for f in FEATURES for _ in range(sizes[f]))
+    return tuple(float(f in features and (f != "caused" or caused == "each" or k == 0))
+                 for f in FEATURES for k in range(sizes[f]))
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class MLPSpec:
     mask         () or [m] 0/1 factors on the inputs (:func:`feature_mask`): a link that leaves a feature
                  group out sees 0 there (the weights on it then have no effect on its power).
     out_bias     initial bias of the output unit (0: power fraction 1/2 on average; -3: about 0.05).
+    caused       'each': T_i as N - 1 inputs (paper); 'sum': pooled into one (see the module docstring).
     """
 
     sizes: tuple[int, ...]
@@ -59,15 +67,16 @@ class MLPSpec:
     norm: tuple[tuple[float, ...], ...] = ()
     out_bias: float = 0.0
     mask: tuple[float, ...] = ()
+    caused: str = "each"
 
     @classmethod
     def for_links(cls, n_links: int, hidden: tuple[int, ...], inputs: str = "paper",
                   logit_bound: float = 0.0, norm: tuple[tuple[float, ...], ...] = (),
-                  out_bias: float = 0.0, features: tuple[str, ...] = FEATURES) -> MLPSpec:
+                  out_bias: float = 0.0, features: tuple[str, ...] = FEATURES, caused: str = "each") -> MLPSpec:
         if inputs not in INPUTS:
             raise ValueError(f"inputs: expected one of {INPUTS}, got {inputs!r}")
         return cls((state_dim(n_links), *tuple(int(h) for h in hidden), 1), inputs, float(logit_bound), norm,
-                   float(out_bias), feature_mask(n_links, features))
+                   float(out_bias), feature_mask(n_links, features, caused), caused)
 
     def normalise(self, s):
         """The network's input: (s - mean) / std with ``norm``, times ``mask`` (numpy or torch)."""
@@ -133,16 +142,17 @@ class MLPSpec:
         return np.concatenate(parts)
 
 
-def feature_norm(G: np.ndarray, noise_w: float, p_max_w: float, inputs: str = "paper"
+def feature_norm(G: np.ndarray, noise_w: float, p_max_w: float, inputs: str = "paper", caused: str = "each"
                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean [m], std [m]) of the features at full power over channel samples G [S, L, L]: R_i, the
     N - 1 caused-interference features (pooled: one mean and std for all of them) and G_ii pooled
     over links and slots; the previous-power feature gets mean 0.5, std 0.5 ('paper', a fraction in
-    [0, 1]) or 0, 1 ('memoryless', where it is 0)."""
+    [0, 1]) or 0, 1 ('memoryless', where it is 0). ``caused='sum'``: the pooled entry gets its own
+    mean and std, the unused entries mean 0, std 1."""
     L = G.shape[-1]
-    s = local_states(G, np.full(G.shape[:-1], p_max_w), noise_w, np.full(L, p_max_w), inputs)
+    s = local_states(G, np.full(G.shape[:-1], p_max_w), noise_w, np.full(L, p_max_w), inputs, caused)
     mean, std = np.zeros(L + 2), np.ones(L + 2)
-    for sl in (slice(0, 1), slice(1, L), slice(L, L + 1)):
+    for sl in (slice(0, 1), slice(1, L) if caused == "each" else slice(1, 2), slice(L, L + 1)):
         mean[sl] = s[..., sl].mean()
         std[sl] = max(float(s[..., sl].std()), 1e-6)
     if inputs == "paper":
@@ -156,28 +166,37 @@ def state_dim(n_links: int) -> int:
 
 
 def local_states(G: np.ndarray, p_prev: np.ndarray, noise_w: float, p_max_w: np.ndarray,
-                 inputs: str = "paper") -> np.ndarray:
+                 inputs: str = "paper", caused: str = "each") -> np.ndarray:
     """[..., L, m] features s_i of every link from G [..., L, L] (slot t) and p_prev [..., L] W
-    (``inputs``: see :class:`MLPSpec`)."""
+    (``inputs``, ``caused``: see :class:`MLPSpec`)."""
     L = G.shape[-1]
     received = np.einsum("...lj,...j->...l", G, p_prev)
     direct = np.einsum("...ll->...l", G)
     rin = received - direct * p_prev + noise_w                       # R_i
     own = p_prev if inputs == "paper" else np.broadcast_to(p_max_w, p_prev.shape)
-    caused = G * own[..., None, :]                                   # [.., j, i] = G_ji p_i
-    caused = np.swapaxes(caused, -1, -2)                             # [.., i, j]
+    cg = np.swapaxes(G * own[..., None, :], -1, -2)                  # [.., i, j] = G_ji p_i
     off = ~np.eye(L, dtype=bool)
-    tx = caused[..., off].reshape(*caused.shape[:-2], L, L - 1)      # T_i, j != i
+    tx = cg[..., off].reshape(*cg.shape[:-2], L, L - 1)              # T_i, j != i
     feats = np.concatenate([
         np.log10(1.0 + rin / noise_w)[..., None],
-        np.log10(1.0 + tx / noise_w),
+        pool_caused(np.log10(1.0 + tx / noise_w), np.log10(1.0 + tx.sum(-1) / noise_w), caused),
         np.log10(1.0 + direct * p_max_w / noise_w)[..., None],
         (p_prev / p_max_w if inputs == "paper" else np.zeros_like(p_prev))[..., None],
     ], axis=-1)
     return feats
 
 
-def local_states_torch(G, p_prev, noise_w: float, p_max_w, inputs: str = "paper"):
+def pool_caused(each, pooled, caused: str):
+    """The caused-interference block [..., L, L - 1]: ``each`` ('each') or ``pooled`` [..., L] in the
+    first entry and 0 in the others ('sum'); numpy or torch."""
+    if caused == "each":
+        return each
+    out = each * 0.0
+    out[..., 0] = pooled
+    return out
+
+
+def local_states_torch(G, p_prev, noise_w: float, p_max_w, inputs: str = "paper", caused: str = "each"):
     """Torch twin of :func:`local_states` (differentiable in p_prev)."""
     import torch
 
@@ -186,12 +205,12 @@ def local_states_torch(G, p_prev, noise_w: float, p_max_w, inputs: str = "paper"
     direct = torch.diagonal(G, dim1=-2, dim2=-1)
     rin = received - direct * p_prev + noise_w
     own = p_prev if inputs == "paper" else torch.full_like(p_prev, float(p_max_w))
-    caused = (G * own[..., None, :]).transpose(-1, -2)
+    cg = (G * own[..., None, :]).transpose(-1, -2)
     off = ~torch.eye(L, dtype=torch.bool)
-    tx = caused[..., off].reshape(*caused.shape[:-2], L, L - 1)
+    tx = cg[..., off].reshape(*cg.shape[:-2], L, L - 1)
     return torch.cat([
         torch.log10(1.0 + rin / noise_w)[..., None],
-        torch.log10(1.0 + tx / noise_w),
+        pool_caused(torch.log10(1.0 + tx / noise_w), torch.log10(1.0 + tx.sum(-1) / noise_w), caused),
         torch.log10(1.0 + direct * p_max_w / noise_w)[..., None],
         (p_prev / p_max_w if inputs == "paper" else torch.zeros_like(p_prev))[..., None],
     ], dim=-1)

@@ -146,10 +146,13 @@ def run_slots(G: np.ndarray, p_prev: np.ndarray, groups: list[tuple[MLPSpec, np.
     direct = np.einsum("...ll->...l", G)                                             # [S, .., L]
     g_caused = np.swapaxes(G, -1, -2)[..., off].reshape(*G.shape[:-1], L - 1) / noise_w  # G_ji/s2
     x_direct = np.log10(1.0 + direct * p_max_w / noise_w)
-    inputs = groups[0][0].inputs
-    if any(sp.inputs != inputs for sp, _ix in groups):
-        raise ValueError("run_slots: every link's policy needs the same inputs")
+    inputs, pooled = groups[0][0].inputs, groups[0][0].caused == "sum"
+    if any(sp.inputs != inputs or sp.caused != groups[0][0].caused for sp, _ix in groups):
+        raise ValueError("run_slots: every link's policy needs the same inputs and caused")
+    if pooled:
+        g_caused = g_caused.sum(-1, keepdims=True)                  # sum_j G_ji / s2 [S, .., L, 1]
     x_caused = np.log10(1.0 + g_caused * p_max_w[..., None]) if inputs == "memoryless" else None
+    c1 = 2 if pooled else L                                         # caused block in use: x[..., 1:c1]
     inv_pmax = 1.0 / p_max_w
     single = len(groups) == 1 and np.array_equal(groups[0][1], np.arange(L))
     layers = [(ix, block_diag_layers(spec, th), spec.logit_bound, spec)
@@ -157,16 +160,17 @@ def run_slots(G: np.ndarray, p_prev: np.ndarray, groups: list[tuple[MLPSpec, np.
     P = np.empty(G.shape[:-1]) if powers_out is None else powers_out
     p = np.broadcast_to(p_prev, G.shape[1:-1]).copy()
     x = np.empty(batch + (L, m))
+    x[..., c1:L] = 0.0                                              # pooled: the unused caused entries
     q = np.empty(batch + (L,))
     for s in range(S):
         Gs = G[s]
         rx = (Gs @ p[..., None])[..., 0] if batch else Gs @ p
         x[..., 0] = np.log10(2.0 + (rx - direct[s] * p) / noise_w)     # log10(1 + R_i / s2)
         if x_caused is None:
-            x[..., 1:L] = np.log10(1.0 + g_caused[s] * p[..., None])   # log10(1 + T_ij / s2)
+            x[..., 1:c1] = np.log10(1.0 + g_caused[s] * p[..., None])  # log10(1 + T_ij / s2)
             x[..., L + 1] = p * inv_pmax                                # previous power / p_max
         else:
-            x[..., 1:L] = x_caused[s]                                   # log10(1 + G_ji p_max / s2)
+            x[..., 1:c1] = x_caused[s]                                  # log10(1 + G_ji p_max / s2)
             x[..., L + 1] = 0.0
         x[..., L] = x_direct[s]                                         # log10(1 + G_ii p_max / s2)
         for ix, lay, c, spec in layers:
@@ -234,7 +238,7 @@ def rollout_sum_rate_torch(specs: list[MLPSpec], thetas: list, G, noise_w: float
     p = torch.full(G.shape[1:-1], float(p_max_w), dtype=G.dtype) if p0 is None else p0
     rates = []
     for s in range(G.shape[0]):
-        st = local_states_torch(G[s], p, noise_w, p_max_w, specs[0].inputs)
+        st = local_states_torch(G[s], p, noise_w, p_max_w, specs[0].inputs, specs[0].caused)
         cols = [None] * L
         for sp, ix, th in order:
             q = forward_stacked_torch(sp, th, st[..., ix, :])

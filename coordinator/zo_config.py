@@ -65,6 +65,8 @@ class ZOPolicyConfig:
     features: tuple[str, ...] = _f(("rx", "caused", "direct", "prev"),
                                    "input groups each link's policy sees (others are 0): rx = R_i, caused = T_i, "
                                    "direct = G_ii, prev = p_i(t-1); all four: paper")
+    caused: str = _f("each", "caused-interference input: each (T_ij per other link j, N - 1 inputs: paper) | sum "
+                             "(pooled, log10(1 + sum_j T_ij / sigma^2): one input)", choices=("each", "sum"))
     out_bias: float = _f(0.0, "initial output bias of every policy (0: power p_max / 2 on average, paper)",
                          range=(-100.0, 100.0))
     logit_bound: float = _f(0.0, "c > 0: output pre-activation bounded to c tanh(q / c) before the sigmoid; "
@@ -226,18 +228,18 @@ def hidden_per_link(cfg: ZOConfig) -> list[tuple[int, ...]]:
 
 
 def specs(cfg: ZOConfig) -> list[MLPSpec]:
-    norm = _norm(cfg.scenario, cfg.policy.inputs) if cfg.policy.input_norm else ()
+    norm = _norm(cfg.scenario, cfg.policy.inputs, cfg.policy.caused) if cfg.policy.input_norm else ()
     return [MLPSpec.for_links(cfg.scenario.n_links, h, cfg.policy.inputs, cfg.policy.logit_bound, norm,
-                              cfg.policy.out_bias, tuple(cfg.policy.features))
+                              cfg.policy.out_bias, tuple(cfg.policy.features), cfg.policy.caused)
             for h in hidden_per_link(cfg)]
 
 
 @functools.lru_cache(maxsize=32)
-def _norm(sc: ZOScenarioConfig, inputs: str) -> tuple[tuple[float, ...], ...]:
+def _norm(sc: ZOScenarioConfig, inputs: str, caused: str = "each") -> tuple[tuple[float, ...], ...]:
     """Input normalisation constants of the channel model (4096 slots of a fixed stream, not the run's seed)."""
     cfg = ZOConfig(scenario=sc)
     G = scenario(cfg).sample(4096, rng_for(0, PURPOSE_NORM)).G
-    return feature_norm(G, sc.noise_w, sc.p_max_w, inputs)
+    return feature_norm(G, sc.noise_w, sc.p_max_w, inputs, caused)
 
 
 def scenario(cfg: ZOConfig) -> Scenario:

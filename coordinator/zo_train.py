@@ -361,7 +361,7 @@ class FirstOrder:
         G = self.air.last_gains                                               # [B, N, N]
         p_in = np.concatenate([p_before[None], P[:-1]])
         S = local_states(G, p_in, self.cfg.scenario.noise_w, np.full(self.N, self.cfg.scenario.p_max_w),
-                         self.specs[0].inputs)
+                         self.specs[0].inputs, self.specs[0].caused)
         if self.cfg.baseline.adam_lr_end > 0:
             for grp in self.opt.param_groups:
                 grp["lr"] = adam_lr(self.cfg, self.iteration)

@@ -319,3 +319,54 @@ def test_memoryless_inputs_and_logit_bound_by_hand_and_air_matches_slot_by_slot(
         r = np.log2(1 + own / (G[t] @ pp - own + s2))
         assert np.allclose(rates[t], r)
     assert np.allclose(p_last, pp)
+
+
+def test_pooled_caused_interference_by_hand_and_air_matches_slot_by_slot():
+    import torch
+
+    from bs_agent.zo_policy import feature_mask, feature_norm
+    from coordinator.zo_air import run_slots
+
+    # 3 links, sigma^2 = 0.5, p_max = 10; G[i, j] = gain from transmitter j to receiver i
+    s2, pm = 0.5, np.full(3, 10.0)
+    G = np.array([[2.0, 0.5, 1.0],
+                  [0.25, 3.0, 0.75],
+                  [1.5, 0.1, 1.0]])
+    p = np.array([4.0, 0.0, 10.0])
+    # link 0 causes G_10 p_0 + G_20 p_0 = (0.25 + 1.5) * 4 = 7 in all (paper inputs: previous power)
+    s = local_states(G, p, s2, pm, "paper", "sum")
+    assert np.isclose(s[0, 1], np.log10(1 + 7.0 / s2)) and s[0, 2] == 0.0
+    assert np.isclose(s[1, 1], 0.0)                                      # link 1 was off: causes nothing
+    # memoryless: at full power, link 1 would cause (0.5 + 0.1) * 10 = 6
+    m = local_states(G, p, s2, pm, "memoryless", "sum")
+    assert np.isclose(m[1, 1], np.log10(1 + 6.0 / s2)) and np.all(m[:, 2] == 0.0)
+    # the other features are the per-link ones
+    each = local_states(G, p, s2, pm, "memoryless")
+    assert np.allclose(m[:, [0, 3, 4]], each[:, [0, 3, 4]])
+    assert np.allclose(local_states_torch(torch.from_numpy(G), torch.from_numpy(p), s2, 10.0, "memoryless",
+                                          "sum").numpy(), m)
+    # mask: only the pooled entry of the caused block; default 'each' unchanged (paper: no mask)
+    assert feature_mask(3, ("direct", "caused"), "sum") == (0.0, 1.0, 0.0, 1.0, 0.0)
+    assert feature_mask(3, ("rx", "caused", "direct", "prev")) == ()
+    assert feature_mask(3, ("rx", "caused", "direct", "prev"), "sum") == (1.0, 1.0, 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="caused"):
+        feature_mask(3, ("direct",), "max")
+    # normalisation: the pooled entry has its own mean / std, the unused entries are left alone
+    rng = np.random.default_rng(5)
+    Gs = rng.standard_normal((200, 3, 3)) ** 2
+    mean, std = feature_norm(Gs, s2, 10.0, "memoryless", "sum")
+    pooled = np.log10(1 + (Gs.sum(1) - np.einsum("sii->si", Gs)) * 10.0 / s2)
+    assert np.isclose(mean[1], pooled.mean()) and np.isclose(std[1], pooled.std())
+    assert (mean[2], std[2]) == (0.0, 1.0)
+    # the air's slot recursion equals local_states + forward_stacked slot by slot (paper and memoryless)
+    Gt = rng.standard_normal((5, 3, 3)) ** 2
+    for inputs in ("paper", "memoryless"):
+        sp = MLPSpec.for_links(3, (4,), inputs, 0.0, feature_norm(Gs, s2, 10.0, inputs, "sum"), 0.0,
+                               ("rx", "caused", "direct", "prev"), "sum")
+        thetas = [sp.init(rng) * 3 for _ in range(3)]
+        groups = PolicyGroups((sp,) * 3)
+        rates, p_last = run_slots(Gt, pm.copy(), groups.groups, [np.stack(thetas)], s2, pm)
+        pp = pm.copy()
+        for t in range(Gt.shape[0]):
+            pp = groups.powers(thetas, local_states(Gt[t], pp, s2, pm, inputs, "sum"), pm)
+        assert np.allclose(p_last, pp)

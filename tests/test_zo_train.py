@@ -188,3 +188,16 @@ def test_adam_learning_rate_decay_is_geometric_and_off_by_default():
     for k in range(4):
         tr.run_iteration()
         assert tr.opt.param_groups[0]["lr"] == pytest.approx(adam_lr(small, k))
+
+
+def test_policy_caused_option_is_validated_and_defaults_to_each():
+    from deploy.config import ConfigError, load_config
+
+    assert ZOConfig().policy.caused == "each" and zc.specs(ZOConfig())[0].caused == "each"
+    with pytest.raises(ConfigError, match="policy.caused"):
+        load_config(ZOConfig, None, ["policy.caused=max"])
+    cfg = small(policy={"caused": "sum", "inputs": "memoryless", "features": ("direct", "caused"),
+                        "input_norm": True, "hidden": ()})
+    for method in ("proposed", "adam"):
+        tr, rows, _ = run_cfg(cfg.replace(run={"method": method}))
+        assert np.isfinite(rows[-1]["sum_rate"]) and rows[-1]["sum_rate"] > 0
