@@ -4,7 +4,10 @@ Each link is a :class:`LinkHost` inside a Ray actor (:class:`ZOLinkActor`; one l
 default, ``links_per_actor`` > 1 packs several, each with its own policy and its own node). A host
 builds its own :class:`bs_agent.zo_agent.ZOLinkAgent` (from the config and its index: no agent is
 pickled) and owns a :class:`protocol.RingNode`: one inbound PULL socket and one PUSH socket per
-graph neighbour; it sends d (and, in graph mode, its relays) to each neighbour.
+graph neighbour; it sends d (and, in graph mode, its relays) to each neighbour. Links of one actor
+share a ZeroMQ context and reach each other over ``inproc://`` (:meth:`RingNode.bind_inproc`): the
+same frames, decoding and log rows, without TCP or waking an I/O thread per link; links of other
+actors over TCP.
 
 Why the ring node rather than :class:`protocol.BroadcastNode`: the communication graph is an
 arbitrary neighbour list and a broadcast on it is a send to each neighbour anyway (every
@@ -53,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import zmq
 
 from bs_agent.zo_agent import utility
 from coordinator import zo_config as zc
@@ -107,7 +111,7 @@ class LinkHost:
     """Link i inside an actor: its agent, its ring node and (logical clock) its receiver-side
     link emulator. Plain object; the actor calls it."""
 
-    def __init__(self, cfg: ZOConfig, index: int, offsets: list[int]) -> None:
+    def __init__(self, cfg: ZOConfig, index: int, offsets: list[int], context: zmq.Context | None = None) -> None:
         self.agent = make_agent(cfg, index)
         self.index = index
         self.offsets = offsets
@@ -118,15 +122,18 @@ class LinkHost:
         clock = "real" if self.real else "logical"
         emulator = LinkEmulator(link_models(cfg), cfg.run.seed, clock)
         self.emulator = None if self.real else emulator            # logical: decided here, on the send slot
-        self.node = RingNode(index, log=self.log, emulator=emulator if self.real else None)
+        self.node = RingNode(index, log=self.log, emulator=emulator if self.real else None, context=context)
+        self.inproc = self.node.bind_inproc() if context is not None else ""
         self.last_iter = {j: -1 for j in self.agent.neighbours}    # highest iteration received from j
         self.late = 0                                              # real clock: d_j^T arrived after update T
         self.inbox: deque = deque()                                # real clock: released by the receiver thread
         self.stop = threading.Event()
         self.receiver: threading.Thread | None = None
 
-    def connect(self, endpoints: dict[int, str]) -> None:
-        self.node.connect({j: endpoints[j] for j in self.agent.neighbours})
+    def connect(self, endpoints: dict[int, str], local: dict[int, str] | None = None) -> None:
+        """Connect to every neighbour: over ``local`` (inproc, same actor) where it has one, else TCP."""
+        local = local or {}
+        self.node.connect({j: local.get(j, endpoints[j]) for j in self.agent.neighbours})
 
     def start_receiver(self) -> None:
         """Real clock: a thread reads the node's socket continuously; its emulator releases each
@@ -236,7 +243,10 @@ class ZOLinkActor:
     """One or more links (:class:`LinkHost`, each with its own agent and node) and one air port."""
 
     def __init__(self, cfg: ZOConfig, indices: list[int], offsets: list[int]) -> None:
-        self.links = {i: LinkHost(cfg, i, offsets) for i in indices}
+        # co-hosted links share one context (one I/O thread, not one per link) and reach each other
+        # over inproc: the same frames, log rows and d bytes, without TCP and thread wake-ups
+        self.ctx = zmq.Context() if len(indices) > 1 else None
+        self.links = {i: LinkHost(cfg, i, offsets, self.ctx) for i in indices}
         self.real = cfg.run.clock == "real"
         self.port = air.LinkPort()
 
@@ -249,8 +259,9 @@ class ZOLinkActor:
         thread: a link's barrier waits for the others' HELLOs); connect the air port's replies to
         the coordinator. Returns the barrier's log rows."""
         hosts = list(self.links.values())
+        local = {h.index: h.inproc for h in hosts if h.inproc}
         for h in hosts:
-            h.connect(endpoints)
+            h.connect(endpoints, local)
         if len(hosts) == 1:
             ring_barrier(hosts[0].node)
         else:
@@ -299,11 +310,13 @@ class ZOLinkActor:
                 hosts = [self.links[int(i)] for i in idx]
                 rates = payload.reshape(len(hosts), -1)
                 n_scalars = [h.send_d(t, r) for h, r in zip(hosts, rates, strict=True)]   # every link sends first
+                replies = []
                 for h, n in zip(hosts, n_scalars, strict=True):
                     if op == air.STEP:
                         h.receive_until(h.expected(t))
                     sched = h.update(t)
-                    port.reply_step(h.index, n, sched, h.log.take(), h.stat_vector())
+                    replies.append((h.index, n, sched, h.log.take(), h.stat_vector()))
+                port.reply_step(replies)
                 for h in hosts:                 # off the critical path: the coordinator now runs the air
                     h.prefetch()
             except BaseException as exc:
@@ -330,6 +343,8 @@ class ZOLinkActor:
     def close(self) -> None:
         for h in self.links.values():
             h.close()
+        if self.ctx is not None:
+            self.ctx.term()
         self.port.close()
 
 
@@ -420,9 +435,9 @@ class RayLinks:
                 wait_ms = air.POLL_MS
             else:
                 wait_ms = min(air.POLL_MS, max(0, int((deadline - time.monotonic()) * 1e3)))
-            rep = self.hub.recv(wait_ms)
-            if rep is not None:
-                got[rep[0]] = rep
+            reps = self.hub.recv(wait_ms)
+            if reps is not None:
+                got.update((rep[0], rep) for rep in reps)
                 continue
             if len(got) >= n_min or (deadline is not None and time.monotonic() >= deadline):
                 break

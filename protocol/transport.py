@@ -128,11 +128,14 @@ class _Node:
         hwm: int,
         send_timeout_ms: int,
         extra_senders: Iterable[int],
+        context: zmq.Context | None = None,
     ) -> None:
         if not isinstance(node_id, int) or node_id < 0:
             raise ConfigError(f"node id {node_id!r} must be an int ≥ 0")
         if curve is not None and curve.node_id != node_id:
             raise ConfigError(f"CURVE keys of node {curve.node_id} given to node {node_id}")
+        if curve is not None and context is not None:
+            raise ConfigError("a CURVE node needs its own context (its authenticator serves the whole context)")
         self.node_id = node_id
         self.run_id = run_id
         self.log = log
@@ -156,7 +159,8 @@ class _Node:
         self._ping_token = 0
         self._pid = os.getpid()
         self._closed = False
-        self._ctx = zmq.Context()
+        self._own_ctx = context is None
+        self._ctx = zmq.Context() if context is None else context
         self._sockets: list[zmq.Socket] = []
         self._curve_server = CurveServer(self._ctx, curve) if curve is not None else None
         self._bind_host = bind_host
@@ -381,7 +385,8 @@ class _Node:
             sock.close(linger=0)
         if self._curve_server is not None:
             self._curve_server.stop()
-        self._ctx.term()
+        if self._own_ctx:
+            self._ctx.term()
 
     def __enter__(self) -> Any:
         return self
@@ -409,6 +414,9 @@ class RingNode(_Node):
         hwm: high-water mark, messages per pipe.
         send_timeout_ms: a send blocked this long at the high-water mark raises TransportError.
         extra_senders: sender ids accepted besides the peers (e.g. ``COORDINATOR``).
+        context: a ZeroMQ context shared with other nodes of this process (default: its own, with
+            its own I/O thread). Shared, co-hosted peers can connect to :meth:`bind_inproc`'s
+            endpoint; the node does not terminate it. Not with ``curve``.
     """
 
     def __init__(
@@ -425,9 +433,10 @@ class RingNode(_Node):
         hwm: int = DEFAULT_HWM,
         send_timeout_ms: int = 10_000,
         extra_senders: Iterable[int] = (),
+        context: zmq.Context | None = None,
     ) -> None:
         super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
-                         send_timeout_ms, extra_senders)  # fmt: skip
+                         send_timeout_ms, extra_senders, context)  # fmt: skip
         try:
             self._in = self._socket(zmq.PULL)
             self._in.setsockopt(zmq.MAXMSGSIZE, _max_msg_size(limits))
@@ -442,6 +451,17 @@ class RingNode(_Node):
     def peers(self) -> frozenset[int]:
         """Ids this node can send to."""
         return frozenset(self._out)
+
+    def bind_inproc(self) -> str:
+        """Also bind the inbound socket to an ``inproc://`` endpoint and return it: peers created in
+        the same (shared) context connect there and skip TCP and the I/O thread; the frames, the
+        decoding and the log are the same. Not on a CURVE node (it would bypass the authentication)."""
+        self._check_usable()
+        if self._keys is not None:
+            raise ConfigError("bind_inproc: a CURVE node accepts authenticated TCP peers only")
+        endpoint = f"inproc://bsemu-ring-{os.getpid()}-{id(self):x}-{self.node_id}"
+        self._in.bind(endpoint)
+        return endpoint
 
     def connect(self, peers: Mapping[int, str]) -> None:
         """Connect a PUSH socket to every peer's endpoint (``{node_id: "tcp://host:port"}``;
@@ -503,9 +523,10 @@ class BroadcastNode(_Node):
         hwm: int = DEFAULT_HWM,
         send_timeout_ms: int = 10_000,
         extra_senders: Iterable[int] = (),
+        context: zmq.Context | None = None,
     ) -> None:
         super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
-                         send_timeout_ms, extra_senders)  # fmt: skip
+                         send_timeout_ms, extra_senders, context)  # fmt: skip
         self.neighbours: frozenset[int] | None = None if neighbours is None else frozenset(neighbours)
         self._subscribers: tuple[int, ...] = ()
         self._seq = 0

@@ -20,6 +20,7 @@ from test_protocol_helpers import ring_order, ring_worker, subscriber_worker
 
 from protocol import (
     BroadcastNode,
+    ConfigError,
     Envelope,
     Kind,
     Limits,
@@ -439,3 +440,34 @@ def test_cluster_mode_binds_the_node_address_and_peers_connect_by_endpoint() -> 
     finally:
         a.close()
         b.close()
+
+
+def test_co_hosted_nodes_share_a_context_and_talk_over_inproc() -> None:
+    """Nodes of one process on a shared context: inproc endpoint, same frames, decoding and log
+    counts as TCP; the shared context outlives the nodes; a CURVE node cannot share or go inproc."""
+    ctx = zmq.Context()
+    a, b = RingNode(0, context=ctx), RingNode(1, context=ctx)
+    try:
+        ep_b = b.bind_inproc()
+        assert ep_b.startswith("inproc://")
+        a.connect({1: ep_b})
+        b.connect({0: a.endpoint})                    # the other way over TCP: both work at once
+        p = np.arange(6, dtype=np.float32)
+        sent = a.send(1, Envelope(Kind.POWER_VECTOR, 0, 1, 3, 0, {"p": p}))
+        got = b.recv(timeout_ms=5000)
+        assert got is not None and got.sender == 0 and got.iteration == 3
+        np.testing.assert_array_equal(got.payload["p"], p)
+        assert sent > p.nbytes
+        b.send(0, Envelope(Kind.POWER_VECTOR, 1, 0, 4, 0, {"p": p}))
+        assert a.recv(timeout_ms=5000).iteration == 4  # type: ignore[union-attr]
+        assert (a.stats.sent, b.stats.received, b.stats.gaps) == (1, 1, 0)
+    finally:
+        a.close()
+        b.close()
+    assert not ctx.closed                             # the nodes leave a shared context alone
+    ctx.term()
+    keys = generate_run_keys([0, 1])
+    with pytest.raises(ConfigError, match="own context"):
+        RingNode(0, curve=keys[0], context=zmq.Context.instance())
+    with RingNode(0, curve=keys[0]) as c, pytest.raises(ConfigError, match="CURVE"):
+        c.bind_inproc()
