@@ -65,7 +65,7 @@ def references(cfg: ZOConfig) -> tuple[float, float, float]:
     return ev.max_power, float(wmmse(Problem(G, s2, pm)).value.mean()), thr
 
 
-PAPER_POLICY = {"hidden": (5,), "inputs": "paper", "features": ("rx", "caused", "direct", "prev"),
+PAPER_POLICY = {"hidden": (5,), "inputs": "paper", "features": ("rx", "caused", "direct", "prev"), "caused": "each",
                 "input_norm": False, "logit_bound": 0.0, "out_bias": 0.0}
 # Adam's learning rate on that MLP (N = 10, 0.2M samples: 0.01 -> 0.0005: 5.19, 0.03 -> 0.001: 5.22, 0.1 -> 0.003:
 # 4.54 with dead links; 0.01 constant for 0.06M samples: 5.07)
@@ -82,7 +82,8 @@ def table2(args: argparse.Namespace) -> None:
     B = base.algo.b1 + base.algo.b2
     pol = base.policy
     print(f"\n== final sum-rate (bit/s/Hz), settings {Path(args.config).name}: hidden {pol.hidden}, inputs "
-          f"{pol.inputs} {'+'.join(pol.features)}{' normalised' if pol.input_norm else ''}, output bias "
+          f"{pol.inputs} {'+'.join(pol.features)} (caused: {pol.caused}){' normalised' if pol.input_norm else ''}, "
+          f"output bias "
           f"{pol.out_bias}, mu {base.algo.mu}, gamma0 {base.algo.gamma0}, gamma~ {base.algo.gamma_tilde}, B = {B}, "
           f"layer scale {base.algo.layer_scale or 'none'} ==")
     lr = f"lr {base.baseline.adam_lr}" + (f" -> {base.baseline.adam_lr_end} (geometric)" if base.baseline.adam_lr_end

@@ -156,16 +156,17 @@ def main() -> None:
     ap.add_argument("--links", default="5,10,15")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--chains", type=int, default=512, help="channel slots per Adam step")
-    ap.add_argument("--lr", default="0.03,0.001", help="Adam learning rate start,end (geometric decay)")
+    ap.add_argument("--lr", default="auto", help="Adam learning rate start,end (geometric decay); auto: 0.3,0.01 "
+                                                 "for logistic families, 0.03,0.001 for MLPs")
     ap.add_argument("--window", type=int, default=1,
                     help="slots per step back-propagated through p(t-1) (1: inputs held fixed, as our Adam)")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated names of FAMILIES")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    lr = tuple(float(x) for x in args.lr.split(","))
+    fixed = None if args.lr == "auto" else tuple(float(x) for x in args.lr.split(","))
     base = ZOConfig().replace(run={"eval_sequences": 128, "eval_slots": 50})
     print(f"budget per family: {args.steps} steps x {args.chains} slots = {args.steps * args.chains / 1e6:.2f}M "
-          f"samples x window {args.window}, Adam lr {lr[0]} -> {lr[1]} geometric; held-out: Evaluator seed 0, "
+          f"samples x window {args.window}, Adam lr {args.lr} (geometric decay); held-out: Evaluator seed 0, "
           "128 x 50 slots")
     for N in (int(x) for x in args.links.split(",")):
         cfg = base.replace(scenario={"n_links": N})
@@ -174,6 +175,7 @@ def main() -> None:
         print(f"N = {N}: max power {ev.max_power:.3f}, paper proposed {PAPER.get(N, float('nan'))}", flush=True)
         for name in args.families.split(","):
             groups, hidden = FAMILIES[name]
+            lr = fixed or ((0.03, 0.001) if hidden else (0.3, 0.01))
             sr, sec = train_family(cfg, groups, hidden, args.steps, args.chains, lr, G_eval, args.window)
             print(f"  {name:18s} {sr:6.3f}   ({sec:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
 
