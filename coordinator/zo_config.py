@@ -43,12 +43,14 @@ def _f(default: Any, doc: str = "", **meta: Any) -> Any:
 
 @dataclass(frozen=True)
 class ZOScenarioConfig:
-    """The N-link network of paper 2 Sec. IV (G_lj = c_l h_lj^2, h ~ N(0, 1))."""
+    """The N-link network of paper 2 Sec. IV (G_lj = c_l |h_lj|^2, h ~ N(0, 1) or CN(0, 1))."""
 
     n_links: int = _f(5, "N, number of links", range=(2, 256))
     noise_w: float = _f(0.5, "sigma_n^2 in W", range=(1e-12, 1e6))
     p_max_w: float = _f(10.0, "p_max in W", range=(1e-9, 1e9))
     path_loss: tuple[float, ...] = _f((), "per-receiver path-loss factors c_l (N values) or empty")
+    channel: str = _f("real", "h_lj ~ N(0, 1) real (paper Sec. IV) | CN(0, 1) complex (|h|^2 ~ Exp(1), H in C^NxN "
+                              "as Sec. II writes it)", choices=("real", "complex"))
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,7 @@ def _norm(sc: ZOScenarioConfig, inputs: str, caused: str = "each") -> tuple[tupl
 def scenario(cfg: ZOConfig) -> Scenario:
     s = cfg.scenario
     return Scenario.preset("links", n_links=s.n_links, link_noise_w=s.noise_w, link_p_max_w=s.p_max_w,
-                           link_path_loss=tuple(float(c) for c in s.path_loss))
+                           link_path_loss=tuple(float(c) for c in s.path_loss), link_channel=s.channel)
 
 
 def hyper(cfg: ZOConfig) -> ZOHyper:

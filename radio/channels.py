@@ -3,7 +3,9 @@
 Cellular ('3cell', '7cell'): user of link l at distance d from BS b sees the power gain
     |h|^2 = beta * |g|^2,   beta = (1 + d/d0)^-alpha,   |g|^2 ~ Exp(1)   (g ~ CN(0, 1), Rayleigh)
 independently per (user, BS, slot). 'links' (paper 2): G_lj = c_l * h_lj^2 with h_lj ~ N(0, 1) i.i.d.
-and optional per-receiver path-loss factors c_l.
+and optional per-receiver path-loss factors c_l (``link_channel='complex'``: h_lj ~ CN(0, 1), so
+|h_lj|^2 ~ Exp(1), the Rayleigh gain of a complex H as paper 2 Sec. II writes it; default real, as
+its Sec. IV states h_ij ~ N(0, 1)).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from radio.problem import Problem, ProblemError
 from radio.units import dbm_to_w, noise_power_w
 
 SCENARIOS = ("3cell", "7cell", "links")
+LINK_CHANNELS = ("real", "complex")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Scenario:
     link_noise_w: float = 0.5           # sigma_n^2 (links only)
     link_p_max_w: float = 10.0          # p_max (links only)
     link_path_loss: tuple[float, ...] = field(default_factory=tuple)  # per-receiver factors c_l, or ()
+    link_channel: str = "real"          # h_lj ~ N(0, 1) 'real' | CN(0, 1) 'complex' (links only)
 
     def __post_init__(self) -> None:
         if self.kind not in SCENARIOS:
@@ -58,6 +62,8 @@ class Scenario:
                                f"got {len(self.link_path_loss)}")
         if any(not c > 0 for c in self.link_path_loss):
             raise ProblemError("scenario.link_path_loss: expected factors > 0")
+        if self.link_channel not in LINK_CHANNELS:
+            raise ProblemError(f"scenario.link_channel: expected one of {LINK_CHANNELS}, got {self.link_channel!r}")
 
     @classmethod
     def preset(cls, kind: str, **overrides: Any) -> Scenario:
@@ -119,12 +125,19 @@ class Scenario:
         beta = (1.0 + d / self.d0_m) ** (-self.alpha)
         return beta * rng.exponential(1.0, size=beta.shape)
 
+    def _link_gains(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """[n, L, L] |h_lj|^2 of the links model: h real N(0, 1) or complex CN(0, 1) (Exp(1) gains)."""
+        h = rng.standard_normal((n, self.L, self.L))
+        if self.link_channel == "real":
+            return h**2
+        im = rng.standard_normal((n, self.L, self.L))
+        return 0.5 * (h**2 + im**2)
+
     def sample(self, n: int, rng: np.random.Generator) -> Problem:
         """A batch of n channel realizations as a :class:`Problem`."""
         if self.kind == "links":
-            h = rng.standard_normal((n, self.L, self.L))
             c = np.asarray(self.link_path_loss or np.ones(self.L))
-            G = c[None, :, None] * h**2
+            G = c[None, :, None] * self._link_gains(n, rng)
         else:
             G = expand_gains(self.user_bs_gains(n, rng), self.K)
         return Problem(G, self.noise_w, np.full(self.L, self.p_max_w), self.bandwidth_hz,

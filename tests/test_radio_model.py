@@ -122,6 +122,21 @@ def test_links_model_is_gaussian_squared():
     np.testing.assert_allclose(pr.G.mean(axis=(0, 2)), [1, 2, 3, 4, 5], rtol=0.03)  # E[h^2] = 1
 
 
+def test_links_complex_channel_has_exponential_gains_and_real_is_the_default_stream():
+    real = Scenario.preset("links", n_links=3)
+    assert real.link_channel == "real"
+    # the default draws h ~ N(0, 1) from the stream exactly as before: G = h^2
+    h = np.random.default_rng(9).standard_normal((4, 3, 3))
+    np.testing.assert_array_equal(real.sample(4, np.random.default_rng(9)).G, h**2)
+    # complex CN(0, 1): |h|^2 = (re^2 + im^2) / 2 ~ Exp(1): mean 1, P(G > 1) = e^-1 (real: P(h^2 > 1) = 0.317)
+    G = real.with_(link_channel="complex").sample(20000, np.random.default_rng(10)).G
+    assert abs(G.mean() - 1.0) < 0.02
+    assert abs((G > 1.0).mean() - np.exp(-1.0)) < 0.01
+    assert abs((real.sample(20000, np.random.default_rng(10)).G > 1.0).mean() - 0.3173) < 0.01
+    with pytest.raises(ProblemError, match="scenario.link_channel"):
+        Scenario.preset("links", link_channel="rayleigh")
+
+
 @pytest.mark.parametrize("kind", ["3cell", "7cell", "links"])
 def test_same_seed_same_draws_different_seed_different(kind):
     sc = Scenario.preset(kind)

@@ -201,3 +201,12 @@ def test_policy_caused_option_is_validated_and_defaults_to_each():
     for method in ("proposed", "adam"):
         tr, rows, _ = run_cfg(cfg.replace(run={"method": method}))
         assert np.isfinite(rows[-1]["sum_rate"]) and rows[-1]["sum_rate"] > 0
+
+
+def test_scenario_channel_option_reaches_the_air_and_is_validated():
+    from deploy.config import ConfigError, load_config
+
+    assert zc.scenario(ZOConfig()).link_channel == "real"
+    assert zc.scenario(ZOConfig().replace(scenario={"channel": "complex"})).link_channel == "complex"
+    with pytest.raises(ConfigError, match="scenario.channel"):
+        load_config(ZOConfig, None, ["scenario.channel=rayleigh"])
