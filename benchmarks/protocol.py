@@ -119,8 +119,7 @@ def ext_f32(p: np.ndarray) -> msgpack.ExtType:
 
 
 # -- ring hop: two processes, ping-pong ----------------------------------------------------------
-HOP_PHASES = ("raw", "msgpack", "codec", "proto", "raw_spin", "proto_spin")
-SPIN_US = 200  # spin phases: busy-poll the inbox this long before blocking (RingNode(spin_us=...))
+HOP_PHASES = ("raw", "msgpack", "codec", "proto")
 
 
 class Hop:
@@ -147,7 +146,7 @@ class Hop:
     def send(self, phase: str, k: int) -> int:
         """Send one message of ``phase``; return the bytes sent."""
         role, other, it = self.role, self.other, _IT0 + k
-        if phase in ("raw", "raw_spin"):  # the protocol's own bytes, send time patched in
+        if phase == "raw":  # the protocol's own bytes, send time patched in
             _T.pack_into(self.buf, self.off, now_ns())
             self.raw_out.send(self.buf)
             return len(self.buf)
@@ -163,16 +162,10 @@ class Hop:
     def recv(self, phase: str) -> int:
         if phase == "raw":
             return int(_T.unpack_from(self.raw_in.recv(), self.off)[0])
-        if phase == "raw_spin":  # the node's spin (RingNode._spin), then the same recv
-            end = now_ns() + SPIN_US * 1000
-            while not self.raw_in.getsockopt(zmq.EVENTS) & zmq.POLLIN and now_ns() < end:
-                pass
-            return int(_T.unpack_from(self.raw_in.recv(), self.off)[0])
         if phase == "msgpack":
             return int(msgpack.unpackb(self.raw_in.recv())[7])
         if phase == "codec":
             return decode(self.raw_in.recv()).t_send_ns
-        self.node.spin_us = SPIN_US if phase == "proto_spin" else 0
         return self.node.recv().t_send_ns  # type: ignore[union-attr]
 
     def exchange(self, phase: str, k: int, got: list[int] | None) -> None:
@@ -347,10 +340,6 @@ frames of exactly the same length (asserted).
   protocol     RingNode.send / BroadcastNode.publish -> node.recv(): stamping, encode, send, recv,
                decode with full validation, known-sender check, sequence tracking, CSV log row on
                both sides.
-  spin rows   the raw and protocol columns again with the receiver busy-polling its inbox for up to
-               200 us before it blocks (RingNode(spin_us=200); raw: the same loop on the raw socket):
-               the message finds a running receiver on a warm core, in both columns alike. Nodes
-               block at once by default (spin_us=0): spinning takes a core from the others.
 Goal: protocol / raw <= 1.5 at p50.
 The ratio depends on the machine's state: on idle cores the raw column is dominated by the wake-up of
 a sleeping core (quiet 2-core box: raw ~50 us), on busy cores it is not (~20-30 us) while the
@@ -394,9 +383,7 @@ def main() -> None:
     rows = []
     for batch in (1, args.batch):
         lat, size = ring_hop(args.hop_msgs, args.blocks, args.bs, batch)
-        name = f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}"
-        rows.append((name, size, lat))
-        rows.append((f"{name}, spin {SPIN_US} µs", size, {"raw": lat["raw_spin"], "proto": lat["proto_spin"]}))
+        rows.append((f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}", size, lat))
     lat, size = broadcast(args.bcast_msgs, args.blocks, args.subscribers, args.interval_us / 1e6)
     rows.append((f"broadcast 1 -> {args.subscribers}, SCALAR_D", size, lat))
     print("| one-way latency (µs) | bytes | raw p50 | raw p99 | raw+msgpack p50 | raw+codec p50 | protocol p50 "

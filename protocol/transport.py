@@ -129,7 +129,6 @@ class _Node:
         send_timeout_ms: int,
         extra_senders: Iterable[int],
         context: zmq.Context | None = None,
-        spin_us: int = 0,
     ) -> None:
         if not isinstance(node_id, int) or node_id < 0:
             raise ConfigError(f"node id {node_id!r} must be an int ≥ 0")
@@ -137,10 +136,7 @@ class _Node:
             raise ConfigError(f"CURVE keys of node {curve.node_id} given to node {node_id}")
         if curve is not None and context is not None:
             raise ConfigError("a CURVE node needs its own context (its authenticator serves the whole context)")
-        if not isinstance(spin_us, int) or not 0 <= spin_us <= 1_000_000:
-            raise ConfigError(f"spin_us={spin_us!r} must be an int in [0, 1000000]")
         self.node_id = node_id
-        self.spin_us = spin_us
         self.run_id = run_id
         self.log = log
         self.stats = NodeStats()
@@ -222,8 +218,6 @@ class _Node:
     def _recv_frame(self, wait_ms: int) -> bytes | None:
         """One frame, waiting at most ``wait_ms`` (−1: forever); None on timeout."""
         sock = self._in
-        if self.spin_us and wait_ms != 0:
-            self._spin(sock)
         if wait_ms != self._rcvtimeo:  # RCVTIMEO 0 is a non-blocking recv
             sock.setsockopt(zmq.RCVTIMEO, wait_ms)
             self._rcvtimeo = wait_ms
@@ -231,14 +225,6 @@ class _Node:
             return sock.recv()
         except zmq.Again:
             return None
-
-    def _spin(self, sock: zmq.Socket) -> None:
-        """Busy-poll the inbox for up to ``spin_us`` before a blocking wait: a frame that comes
-        within that time is read by a running thread on a warm core instead of one woken from
-        sleep (lower latency, at the price of a busy core while waiting)."""
-        end = now_ns() + self.spin_us * 1000
-        while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN and now_ns() < end:
-            pass
 
     def _accept(self, frame: bytes, t_arr: int) -> Envelope | None:
         """Decode, validate, account for and route one frame; return it if it is for the app now."""
@@ -431,9 +417,6 @@ class RingNode(_Node):
         context: a ZeroMQ context shared with other nodes of this process (default: its own, with
             its own I/O thread). Shared, co-hosted peers can connect to :meth:`bind_inproc`'s
             endpoint; the node does not terminate it. Not with ``curve``.
-        spin_us: before each blocking wait, busy-poll the inbox this long (0: block at once, the
-            default). Cuts the wake-up latency of bursty traffic on dedicated cores; on shared or
-            few cores it takes CPU from the others. Also settable later as ``node.spin_us``.
     """
 
     def __init__(
@@ -451,10 +434,9 @@ class RingNode(_Node):
         send_timeout_ms: int = 10_000,
         extra_senders: Iterable[int] = (),
         context: zmq.Context | None = None,
-        spin_us: int = 0,
     ) -> None:
         super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
-                         send_timeout_ms, extra_senders, context, spin_us)  # fmt: skip
+                         send_timeout_ms, extra_senders, context)  # fmt: skip
         try:
             self._in = self._socket(zmq.PULL)
             self._in.setsockopt(zmq.MAXMSGSIZE, _max_msg_size(limits))
@@ -542,10 +524,9 @@ class BroadcastNode(_Node):
         send_timeout_ms: int = 10_000,
         extra_senders: Iterable[int] = (),
         context: zmq.Context | None = None,
-        spin_us: int = 0,
     ) -> None:
         super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
-                         send_timeout_ms, extra_senders, context, spin_us)  # fmt: skip
+                         send_timeout_ms, extra_senders, context)  # fmt: skip
         self.neighbours: frozenset[int] | None = None if neighbours is None else frozenset(neighbours)
         self._subscribers: tuple[int, ...] = ()
         self._seq = 0
