@@ -13,13 +13,15 @@ pytestmark = pytest.mark.ray
 SMALL = ["policy.hidden=16", "policy.layers=2", "trpo.episodes=48", "trpo.cg_iters=4", "trpo.value_epochs=2"]
 
 
-@pytest.mark.parametrize("scheme", ["partial", "full", "centralized"])
-def test_inproc_equals_ray(ray_session, scheme):
+@pytest.mark.parametrize("scheme,extra", [("partial", []), ("full", []), ("centralized", []),
+                                          # critic minibatches, cycling past k, rounds riding over the nodes
+                                          ("partial", ["trpo.value_epochs=4", "trpo.value_batches=3"])])
+def test_inproc_equals_ray(ray_session, scheme, extra):
     torch.set_num_threads(1)
     thetas = {}
     logs = {}
     for backend in ("inproc", "ray"):
-        cfg = load_config(TrainConfig, None, SMALL + [f"run.scheme={scheme}", f"run.backend={backend}"])
+        cfg = load_config(TrainConfig, None, SMALL + [f"run.scheme={scheme}", f"run.backend={backend}"] + extra)
         be = make_backend(cfg)
         try:
             tr = Trainer(cfg, be)
