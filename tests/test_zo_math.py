@@ -370,3 +370,24 @@ def test_pooled_caused_interference_by_hand_and_air_matches_slot_by_slot():
         for t in range(Gt.shape[0]):
             pp = groups.powers(thetas, local_states(Gt[t], pp, s2, pm, inputs, "sum"), pm)
         assert np.allclose(p_last, pp)
+
+
+def test_ceiling_study_input_groups_by_hand():
+    import torch
+
+    from benchmarks.zo_ceiling import raw_groups
+
+    s2, pm = 0.5, 10.0
+    G = torch.tensor([[2.0, 0.5, 1.0],
+                      [0.25, 3.0, 0.75],
+                      [1.5, 0.1, 1.0]], dtype=torch.float64)
+    p = torch.tensor([4.0, 0.0, 10.0], dtype=torch.float64)
+    f = raw_groups(G, p, s2, pm)
+    lg = lambda x: np.log10(1 + x / s2)  # noqa: E731
+    assert np.isclose(f["direct"][0, 0], lg(2.0 * pm))
+    assert np.isclose(f["rx"][0, 0], lg(0.5 * 0.0 + 1.0 * 10.0 + s2))        # powers in force p(t-1)
+    assert np.isclose(f["rxfull"][1, 0], lg((0.25 + 0.75) * pm + s2))
+    assert np.isclose(f["csum"][1, 0], lg((0.5 + 0.1) * pm))                  # G_01 + G_21 at p_max
+    assert np.allclose(f["ceach"][2].numpy(), lg(np.array([1.0, 0.75]) * pm))  # G_02, G_12
+    assert np.allclose(f["reach"][2].numpy(), lg(np.array([1.5, 0.1]) * pm))   # G_20, G_21
+    assert np.allclose(f["prev"][:, 0].numpy(), [0.4, 0.0, 1.0])
