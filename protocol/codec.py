@@ -196,8 +196,73 @@ def encode_fields(
 
 
 def frame_size(env: Envelope) -> int:
-    """Bytes this envelope occupies on the wire (``len(encode(env))``), for in-process logging."""
-    return len(encode(env))
+    """Bytes this envelope occupies on the wire, ``len(encode(env))``, counted from msgpack's size
+    rules without encoding (in-process logging of 10^5-float gradients would otherwise convert and
+    pack every one of them only to count it). Raises MalformedMessage where encode would."""
+    head = (_int_size(env.version) + _int_size(env.kind) + _str_size(env.run_id) + _int_size(env.sender)
+            + _int_size(env.receiver) + _int_size(env.iteration) + _int_size(env.seq) + _int_size(env.t_send_ns))
+    payload = env.payload
+    body = _container_size(len(payload)) + sum(_value_size(k) + _value_size(v) for k, v in payload.items())
+    return 1 + head + body                                  # fixarray of the nine fields
+
+
+def _int_size(v: int) -> int:
+    """msgpack int: positive -> (fix)uint, negative -> (fix)int, smallest that holds it."""
+    if v >= 0:
+        return 1 if v < 128 else 2 if v < 256 else 3 if v < 65536 else 5 if v < 2**32 else 9
+    return 1 if v >= -32 else 2 if v >= -128 else 3 if v >= -32768 else 5 if v >= -(2**31) else 9
+
+
+def _len_prefix(n: int, fix: int) -> int:
+    """Header bytes of a str/array/map of n items (fix: the largest n of its fix form, 0 if none)."""
+    return 1 if n <= fix else 2 if n < 256 and fix != 15 else 3 if n < 65536 else 5
+
+
+def _str_size(v: str) -> int:
+    try:
+        n = len(v) if v.isascii() else len(v.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise MalformedMessage(f"cannot encode envelope: {exc}") from exc
+    return n + _len_prefix(n, 31)
+
+
+def _container_size(n: int) -> int:
+    return _len_prefix(n, 15)
+
+
+def _ext_size(n: int) -> int:
+    if n in (1, 2, 4, 8, 16):
+        return 2 + n
+    return n + (3 if n < 256 else 4 if n < 65536 else 6)
+
+
+def _value_size(v: Any) -> int:
+    t = type(v)
+    if t is bool or v is None:
+        return 1
+    if t is float:
+        return 9
+    if t is str:
+        return _str_size(v)
+    if t is bytes or t is bytearray:
+        n = len(v)
+        return n + (2 if n < 256 else 3 if n < 65536 else 5)
+    if t is list or t is tuple:
+        return _container_size(len(v)) + sum(_value_size(x) for x in v)
+    if t is np.ndarray:
+        _code, wire = _EXT_OF.get(v.dtype) or _ext_of(v.dtype)
+        if v.ndim > MAX_NDIM:
+            raise MalformedMessage(f"array has {v.ndim} > {MAX_NDIM} dimensions")
+        return _ext_size(1 + 4 * v.ndim + v.size * wire.itemsize)
+    if isinstance(v, int):                                   # int, IntEnum
+        if not -(2**63) <= v < 2**64:
+            raise MalformedMessage(f"cannot encode envelope: int {v} out of msgpack range")
+        return _int_size(int(v))
+    if isinstance(v, np.generic):
+        return _value_size(v.item())
+    if isinstance(v, dict):
+        return _container_size(len(v)) + sum(_value_size(a) + _value_size(b) for a, b in v.items())
+    return len(encode_fields(SCHEMA_VERSION, 0, "", 0, 0, 0, 0, 0, {"": v})) - 11   # anything else: ask msgpack
 
 
 def _check_payload(payload: dict[Any, Any], limits: Limits) -> None:

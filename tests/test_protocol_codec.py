@@ -319,3 +319,20 @@ def test_decode_accepts_bytes_like_and_rejects_non_buffers() -> None:
         with pytest.raises(ProtocolError):
             decode(bad)  # type: ignore[arg-type]
     assert DEFAULT_LIMITS.max_message_bytes >= 1 << 20
+
+
+@given(envelopes)
+def test_frame_size_counts_exactly_the_encoded_bytes(env: Envelope) -> None:
+    """frame_size sizes a frame from msgpack's rules without encoding it: it must equal len(encode)."""
+    assert frame_size(env) == len(encode(env))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 15, 16, 31, 32, 63, 64, 255, 256, 16383, 16384, 70000])
+def test_frame_size_at_every_msgpack_length_boundary(n: int) -> None:
+    """Strings, bytes, lists, maps and arrays across the fix/8/16/32-bit header sizes, ints across widths."""
+    payload = {"s" * (n % 300): "é" * n, "b": b"x" * n, "l": list(range(min(n, 40_000))),
+               "f": np.ones(n, np.float32), "i": np.arange(n // 4 + 1).reshape(-1, 1),
+               "ints": [2**k for k in range(64)] + [-(2**k) for k in range(64)], "g": np.float64(n)}
+    payload.update({f"k{j}": j for j in range(n % 20)})
+    env = Envelope(Kind.GRADIENT, 3, COORDINATOR, 2**40, 70_000, payload, "run-é" * (n % 9), 2**63 - 1)
+    assert frame_size(env) == len(encode(env))
