@@ -28,7 +28,9 @@ Local input groups of link i (all as log10(1 + x / sigma^2), standardised on ful
 Measured (N = 5, --steps 6000 --chains 1024: 6.1M samples per family, load 1.7-5.8): d 4.554, d+cs 4.719,
 d+ce 4.781, d+r+cs+p 4.735, mlp10 d+r+cs+p 4.764, mlp10 d+r+ce+p 4.823, mlp20x20 d+re+ce 4.867 -- every
 family below the paper's 4.95. N = 10 / 15 (1500 x 512 = 0.77M): d 5.150 / 5.537, d+cs 5.306 / 5.745,
-d+ce 5.364 / 5.791, d+r+cs+p 5.312 / 5.746.
+d+ce 5.364 / 5.791, d+r+cs+p 5.312 / 5.746. Complex CN(0, 1) channels (--channel complex, N = 5, 0.77M, load 3.5):
+d 3.855, d+cs 3.979, mlp10 d+r+ce+p 4.066 (Algorithm 1 with zo_table2.yaml: 4.02 at 0.4M) -- the
+paper's figures are further out of reach there, so its Sec. IV's real h ~ N(0, 1) is the likely reading.
 """
 
 from __future__ import annotations
