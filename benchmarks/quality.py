@@ -4,7 +4,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
     python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
-                                 [--threads T] [--seed S]
+                                 [--threads T] [--seed S] [--eval-at IT,IT,...]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
   centralized  the shipped deploy/configs/3cell_centralized.yaml: 900 iterations x M = 1000 episodes
@@ -70,14 +70,21 @@ def budget(cfg: TrainConfig) -> str:
             f"Fisher every {t.fvp_stride}-th episode, {cfg.run.threads} thread(s)")
 
 
-def train_eval(cfg: TrainConfig, problem) -> tuple[float, float, int]:
+def train_eval(cfg: TrainConfig, problem, eval_at=(), report=None) -> tuple[float, float, int]:
+    """Train cfg's budget; held-out mean sum-rate of the final policy, training seconds, env steps. At each
+    iteration count in ``eval_at`` (below the budget) ``report(iterations, rate, seconds, steps)`` is called
+    on the policy of that moment (every sampler has its own seeded generator, so evaluating mid-run does not
+    change the training; the seconds exclude the evaluations)."""
     tr = Trainer(cfg, make_backend(cfg))
-    t0 = time.perf_counter()
-    steps = 0
-    for _ in range(cfg.run.iterations):
+    dt, steps = 0.0, 0
+    rate = lambda: float(sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w).mean())
+    for it in range(1, cfg.run.iterations + 1):
+        t0 = time.perf_counter()
         steps += tr.step()["env_steps"]
-    dt = time.perf_counter() - t0
-    return float(sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w).mean()), dt, steps
+        dt += time.perf_counter() - t0
+        if it in eval_at and it < cfg.run.iterations and report is not None:
+            report(it, rate(), dt, steps)
+    return rate(), dt, steps
 
 
 def main() -> None:
@@ -89,6 +96,8 @@ def main() -> None:
     ap.add_argument("--schemes", default=None, help="comma list (default: all of the layout)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slots", type=int, default=1000)
+    ap.add_argument("--eval-at", default="", help="comma list of iteration counts below the budget at which the "
+                    "policy of that moment is evaluated too (one more line each, 'trpo_SCHEME@IT')")
     ap.add_argument("--7cell", dest="seven", action="store_true")
     ap.add_argument("--no-3cell", dest="three", action="store_false", help="only the 7-cell schemes")
     a = ap.parse_args()
@@ -110,7 +119,11 @@ def main() -> None:
             ["centralized", "partial", "full"] if kind == "3cell" else ["partial", "full"])
         for scheme in schemes:
             cfg = scheme_config(kind, scheme, a)
-            r, dt, steps = train_eval(cfg, problem)
+            def report(it, r, dt, steps, scheme=scheme):
+                print(f"{'trpo_' + scheme + '@' + str(it):<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f} "
+                      f"{dt / 60:>9.2f} {steps:>10}", flush=True)
+            eval_at = {int(x) for x in a.eval_at.split(",") if x}
+            r, dt, steps = train_eval(cfg, problem, eval_at, report)
             print(f"{'trpo_' + scheme:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f} {dt / 60:>9.2f} {steps:>10}"
                   f"   {budget(cfg)}", flush=True)
         for n, res in base.items():
