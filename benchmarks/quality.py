@@ -77,7 +77,9 @@ def train_eval(cfg: TrainConfig, problem, eval_at=(), report=None) -> tuple[floa
     change the training; the seconds exclude the evaluations)."""
     tr = Trainer(cfg, make_backend(cfg))
     dt, steps = 0.0, 0
-    rate = lambda: float(sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w).mean())
+
+    def rate() -> float:
+        return float(sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w).mean())
     for it in range(1, cfg.run.iterations + 1):
         t0 = time.perf_counter()
         steps += tr.step()["env_steps"]
@@ -119,7 +121,7 @@ def main() -> None:
             ["centralized", "partial", "full"] if kind == "3cell" else ["partial", "full"])
         for scheme in schemes:
             cfg = scheme_config(kind, scheme, a)
-            def report(it, r, dt, steps, scheme=scheme):
+            def report(it, r, dt, steps, scheme=scheme, w=w, ref=ref):
                 print(f"{'trpo_' + scheme + '@' + str(it):<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f} "
                       f"{dt / 60:>9.2f} {steps:>10}", flush=True)
             eval_at = {int(x) for x in a.eval_at.split(",") if x}
