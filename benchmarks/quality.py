@@ -7,8 +7,8 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
                                  [--threads T] [--seed S] [--eval-at IT,IT,...]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
-  centralized  the shipped deploy/configs/3cell_centralized.yaml: 900 iterations x M = 1000 episodes
-               (0.9 M environment steps), Table II networks (3x256 ELU), delta = 0.01, zeta = 0.9, initial
+  centralized  the shipped deploy/configs/3cell_centralized.yaml: 1500 iterations x M = 1000 episodes
+               (1.5 M environment steps), Table II networks (3x256 ELU), delta = 0.01, zeta = 0.9, initial
                log-std 1.5, 10 critic Adam steps per iteration at lr 3e-3, Fisher-vector products on every
                2nd episode, 2 torch threads.
   partial, full (and 7-cell)  200 iterations x M = 500 episodes (0.3 M steps), 2x64 ELU, initial
