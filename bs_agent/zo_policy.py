@@ -59,6 +59,9 @@ class MLPSpec:
                  group out sees 0 there (the weights on it then have no effect on its power).
     out_bias     initial bias of the output unit (0: power fraction 1/2 on average; -3: about 0.05).
     caused       'each': T_i as N - 1 inputs (paper); 'sum': pooled into one (see the module docstring).
+    param_bound  c > 0: the policy uses the bounded parameters c tanh(theta / c) (every weight and bias
+                 in (-c, c), equal to theta to first order near 0), so a logit cannot run off to -100
+                 while the weights stay moderate; Algorithm 1 runs unchanged on theta. 0: theta itself.
     """
 
     sizes: tuple[int, ...]
@@ -68,15 +71,27 @@ class MLPSpec:
     out_bias: float = 0.0
     mask: tuple[float, ...] = ()
     caused: str = "each"
+    param_bound: float = 0.0
 
     @classmethod
     def for_links(cls, n_links: int, hidden: tuple[int, ...], inputs: str = "paper",
                   logit_bound: float = 0.0, norm: tuple[tuple[float, ...], ...] = (),
-                  out_bias: float = 0.0, features: tuple[str, ...] = FEATURES, caused: str = "each") -> MLPSpec:
+                  out_bias: float = 0.0, features: tuple[str, ...] = FEATURES, caused: str = "each",
+                  param_bound: float = 0.0) -> MLPSpec:
         if inputs not in INPUTS:
             raise ValueError(f"inputs: expected one of {INPUTS}, got {inputs!r}")
+        if not param_bound >= 0:
+            raise ValueError(f"param_bound: expected >= 0, got {param_bound!r}")
         return cls((state_dim(n_links), *tuple(int(h) for h in hidden), 1), inputs, float(logit_bound), norm,
-                   float(out_bias), feature_mask(n_links, features, caused), caused)
+                   float(out_bias), feature_mask(n_links, features, caused), caused, float(param_bound))
+
+    def effective(self, flat):
+        """The parameters the policy uses: c tanh(theta / c) with ``param_bound`` c > 0, else theta itself
+        (the same object); numpy or torch."""
+        c = self.param_bound
+        if c <= 0:
+            return flat
+        return c * (np.tanh(flat / c) if isinstance(flat, np.ndarray) else (flat / c).tanh())
 
     def normalise(self, s):
         """The network's input: (s - mean) / std with ``norm``, times ``mask`` (numpy or torch)."""
@@ -104,7 +119,9 @@ class MLPSpec:
         return int(sum(o * i + o for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=False)))
 
     def unflatten(self, flat):
-        """[..., n] (numpy or torch) -> list of (W [..., out, in], b [..., out]) views."""
+        """[..., n] (numpy or torch) -> list of (W [..., out, in], b [..., out]) views of the effective
+        parameters (:meth:`effective`)."""
+        flat = self.effective(flat)
         out, pos = [], 0
         lead = flat.shape[:-1]
         for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=False):

@@ -73,6 +73,11 @@ class ZOPolicyConfig:
                          range=(-100.0, 100.0))
     logit_bound: float = _f(0.0, "c > 0: output pre-activation bounded to c tanh(q / c) before the sigmoid; "
                                  "0: unbounded (paper)", range=(0.0, 1e6))
+    param_bound: float = _f(0.0, "c > 0: every weight and bias the policy uses is c tanh(theta / c) of the "
+                                 "parameter Algorithm 1 trains, bounded in (-c, c), so a link's logit cannot run off "
+                                 "to -100 where its own perturbations no longer change its power (dead link); "
+                                 "0: theta itself (paper)",
+                            range=(0.0, 1e6))
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,8 @@ def hidden_per_link(cfg: ZOConfig) -> list[tuple[int, ...]]:
 def specs(cfg: ZOConfig) -> list[MLPSpec]:
     norm = _norm(cfg.scenario, cfg.policy.inputs, cfg.policy.caused) if cfg.policy.input_norm else ()
     return [MLPSpec.for_links(cfg.scenario.n_links, h, cfg.policy.inputs, cfg.policy.logit_bound, norm,
-                              cfg.policy.out_bias, tuple(cfg.policy.features), cfg.policy.caused)
+                              cfg.policy.out_bias, tuple(cfg.policy.features), cfg.policy.caused,
+                              cfg.policy.param_bound)
             for h in hidden_per_link(cfg)]
 
 

@@ -391,3 +391,33 @@ def test_ceiling_study_input_groups_by_hand():
     assert np.allclose(f["ceach"][2].numpy(), lg(np.array([1.0, 0.75]) * pm))  # G_02, G_12
     assert np.allclose(f["reach"][2].numpy(), lg(np.array([1.5, 0.1]) * pm))   # G_20, G_21
     assert np.allclose(f["prev"][:, 0].numpy(), [0.4, 0.0, 1.0])
+
+
+def test_param_bound_by_hand_off_by_default_and_air_matches():
+    import torch
+
+    from coordinator.zo_air import run_slots
+
+    N, s2, pm = 3, 0.5, np.full(3, 10.0)
+    rng = np.random.default_rng(5)
+    G = rng.standard_normal((5, N, N)) ** 2
+    s = local_states(G, np.full((5, N), 10.0), s2, pm, "memoryless")
+    # off by default: the policy uses theta itself (the very object)
+    th = rng.standard_normal((N, N + 3)) * 30
+    assert MLPSpec.for_links(N, ()).effective(th) is th
+    # c = 4: weight w and bias b of a 1-layer net become 4 tanh(w / 4), 4 tanh(b / 4)
+    sp = MLPSpec.for_links(N, (), "memoryless", param_bound=4.0)
+    th = np.stack([np.concatenate([np.full(N + 2, 8.0), [-100.0]])] * N)
+    q = 4 * np.tanh(2.0) * s.sum(-1) + 4 * np.tanh(-25.0)            # bias -> -4 (not -100)
+    y = forward_stacked(sp, th, s)
+    assert np.allclose(y, 1.0 / (1.0 + np.exp(-q)))
+    assert np.allclose(forward_stacked_torch(sp, torch.from_numpy(th), torch.from_numpy(s)).numpy(), y)
+    # every effective parameter within [-c, c] (tanh rounds to 1 in float64 far out), theta to first order near 0
+    big = rng.standard_normal(1000) * 1e3
+    assert np.all(np.abs(sp.effective(big)) <= 4.0) and np.isclose(sp.effective(np.array([1e-4]))[0], 1e-4)
+    with pytest.raises(ValueError, match="param_bound"):
+        MLPSpec.for_links(N, (), param_bound=-1.0)
+    # the air's slot recursion uses the same bounded parameters
+    gl = PolicyGroups((sp,) * N).groups
+    rates, p_last = run_slots(G, pm.copy(), gl, [th], s2, pm)
+    assert np.allclose(p_last, y[-1] * pm)

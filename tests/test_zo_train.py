@@ -210,3 +210,16 @@ def test_scenario_channel_option_reaches_the_air_and_is_validated():
     assert zc.scenario(ZOConfig().replace(scenario={"channel": "complex"})).link_channel == "complex"
     with pytest.raises(ConfigError, match="scenario.channel"):
         load_config(ZOConfig, None, ["scenario.channel=rayleigh"])
+
+
+def test_policy_param_bound_is_validated_off_by_default_and_reaches_the_specs():
+    from deploy.config import ConfigError, load_config
+
+    assert ZOConfig().policy.param_bound == 0.0 and zc.specs(ZOConfig())[0].param_bound == 0.0
+    with pytest.raises(ConfigError, match="policy.param_bound"):
+        load_config(ZOConfig, None, ["policy.param_bound=-1"])
+    cfg = small(policy={"param_bound": 3.0})
+    assert all(sp.param_bound == 3.0 for sp in zc.specs(cfg))
+    for method in ("proposed", "adam"):
+        _tr, rows, _ = run_cfg(cfg.replace(run={"method": method}))
+        assert np.isfinite(rows[-1]["sum_rate"]) and rows[-1]["sum_rate"] > 0
