@@ -49,6 +49,7 @@ from bs_agent.zo_math import PURPOSE_AIR, rng_for  # noqa: E402
 from coordinator import zo_config as zc  # noqa: E402
 from coordinator.zo_config import ZOConfig  # noqa: E402
 from coordinator.zo_train import Evaluator  # noqa: E402
+from radio.rates import sum_rate_torch  # noqa: E402
 
 GROUPS = ("direct", "rx", "reach", "rxfull", "csum", "ceach", "prev")
 PAPER = {5: 4.95, 10: 5.31, 15: 5.63}
@@ -116,12 +117,6 @@ def norm_of(G: torch.Tensor, s2: float, pmax: float) -> dict[str, tuple[float, f
     return out
 
 
-def rates(G: torch.Tensor, p: torch.Tensor, s2: float) -> torch.Tensor:
-    direct = torch.diagonal(G, dim1=-2, dim2=-1)
-    rx = torch.einsum("...ij,...j->...i", G, p)
-    return torch.log2(1.0 + direct * p / (rx - direct * p + s2)).sum(-1)
-
-
 def evaluate(pol: Policy, G: torch.Tensor, s2: float, pmax: float) -> float:
     """Mean sum-rate over G [slots, E, N, N], every sequence from max power (as Evaluator)."""
     with torch.no_grad():
@@ -129,7 +124,7 @@ def evaluate(pol: Policy, G: torch.Tensor, s2: float, pmax: float) -> float:
         out = []
         for t in range(G.shape[0]):
             p = pol(raw_groups(G[t], p, s2, pmax)) * pmax
-            out.append(rates(G[t], p, s2).mean())
+            out.append(sum_rate_torch(G[t], p, s2).mean())
         return float(torch.stack(out).mean())
 
 
@@ -151,7 +146,7 @@ def train_family(cfg: ZOConfig, groups, hidden, steps: int, chains: int, lr: tup
         for _ in range(window):       # window > 1: back-propagation through the p(t-1) inputs
             G = torch.from_numpy(sc.sample(chains, rng).G)
             p = pol(raw_groups(G, p, s2, pmax)) * pmax
-            loss = loss - rates(G, p, s2).mean() / window
+            loss = loss - sum_rate_torch(G, p, s2).mean() / window
         opt.zero_grad()
         loss.backward()
         opt.step()

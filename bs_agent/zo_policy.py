@@ -93,6 +93,14 @@ class MLPSpec:
             return flat
         return c * (np.tanh(flat / c) if isinstance(flat, np.ndarray) else (flat / c).tanh())
 
+    def squash(self, q):
+        """The output pre-activation as the sigmoid sees it: c tanh(q / c) with ``logit_bound`` c > 0,
+        else q itself; numpy or torch."""
+        c = self.logit_bound
+        if c <= 0:
+            return q
+        return c * (np.tanh(q / c) if isinstance(q, (np.ndarray, np.generic)) else (q / c).tanh())
+
     def normalise(self, s):
         """The network's input: (s - mean) / std with ``norm``, times ``mask`` (numpy or torch)."""
         if isinstance(s, np.ndarray):
@@ -244,10 +252,7 @@ def forward_stacked(spec: MLPSpec, theta: np.ndarray, s: np.ndarray) -> np.ndarr
         x = np.einsum("goi,...gi->...go", W, x) + b
         if li < len(layers) - 1:
             x = np.tanh(x)
-    q = x[..., 0]
-    if spec.logit_bound > 0:
-        q = spec.logit_bound * np.tanh(q / spec.logit_bound)
-    return 1.0 / (1.0 + np.exp(-q))
+    return 1.0 / (1.0 + np.exp(-spec.squash(x[..., 0])))
 
 
 def forward_stacked_torch(spec: MLPSpec, theta, s):
@@ -260,10 +265,7 @@ def forward_stacked_torch(spec: MLPSpec, theta, s):
         x = torch.einsum("goi,...gi->...go", W, x) + b
         if li < len(layers) - 1:
             x = torch.tanh(x)
-    q = x[..., 0]
-    if spec.logit_bound > 0:
-        q = spec.logit_bound * torch.tanh(q / spec.logit_bound)
-    return torch.sigmoid(q)
+    return torch.sigmoid(spec.squash(x[..., 0]))
 
 
 @dataclass(frozen=True)

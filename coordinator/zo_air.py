@@ -155,8 +155,7 @@ def run_slots(G: np.ndarray, p_prev: np.ndarray, groups: list[tuple[MLPSpec, np.
     c1 = 2 if pooled else L                                         # caused block in use: x[..., 1:c1]
     inv_pmax = 1.0 / p_max_w
     single = len(groups) == 1 and np.array_equal(groups[0][1], np.arange(L))
-    layers = [(ix, block_diag_layers(spec, th), spec.logit_bound, spec)
-              for (spec, ix), th in zip(groups, stacks, strict=False)]
+    layers = [(ix, block_diag_layers(spec, th), spec) for (spec, ix), th in zip(groups, stacks, strict=False)]
     P = np.empty(G.shape[:-1]) if powers_out is None else powers_out
     p = np.broadcast_to(p_prev, G.shape[1:-1]).copy()
     x = np.empty(batch + (L, m))
@@ -173,14 +172,13 @@ def run_slots(G: np.ndarray, p_prev: np.ndarray, groups: list[tuple[MLPSpec, np.
             x[..., 1:c1] = x_caused[s]                                  # log10(1 + G_ji p_max / s2)
             x[..., L + 1] = 0.0
         x[..., L] = x_direct[s]                                         # log10(1 + G_ii p_max / s2)
-        for ix, lay, c, spec in layers:
+        for ix, lay, spec in layers:
             h = spec.normalise(x if single else x[..., ix, :]).reshape(batch + (-1,))
             for li, (WT, b) in enumerate(lay):
                 h = h @ WT + b
                 if li < len(lay) - 1:
                     h = np.tanh(h)
-            if c > 0:
-                h = c * np.tanh(h / c)
+            h = spec.squash(h)
             if single:
                 q = h
             else:
