@@ -4,6 +4,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
     python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
+                                 [--value-precision float32|bfloat16]
                                  [--threads T] [--seed S] [--eval-at IT,IT,...]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
@@ -46,7 +47,8 @@ FLAGS = {"iterations": ("run.iterations", 200), "episodes": ("trpo.episodes", 50
          "init_log_std": ("policy.init_log_std", 0.5), "delta": ("trpo.delta", 0.01),
          "value_epochs": ("trpo.value_epochs", 10), "value_lr": ("trpo.value_lr", 0.003),
          "value_batches": ("trpo.value_batches", 1), "cg_iters": ("trpo.cg_iters", 10),
-         "fvp_stride": ("trpo.fvp_stride", 1), "threads": ("run.threads", 1)}
+         "fvp_stride": ("trpo.fvp_stride", 1), "threads": ("run.threads", 1),
+         "value_precision": ("trpo.value_precision", "float32")}
 
 
 def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
@@ -65,7 +67,8 @@ def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
 def budget(cfg: TrainConfig) -> str:
     p, t = cfg.policy, cfg.trpo
     return (f"{cfg.run.iterations} it x M = {t.episodes}, {p.layers}x{p.hidden} ELU, log-std0 {p.init_log_std:g}, "
-            f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g} on 1/{t.value_batches} of the batch, "
+            f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g} on 1/{t.value_batches} of the batch "
+            f"({t.value_precision}), "
             f"CG {t.cg_iters} iterations, "
             f"Fisher every {t.fvp_stride}-th episode, {cfg.run.threads} thread(s)")
 

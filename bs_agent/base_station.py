@@ -32,6 +32,9 @@ def wire_round(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32).astype(np.float64)
 
 
+VALUE_PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """Static description shared by every BS of a run."""
@@ -45,12 +48,15 @@ class AgentSpec:
     init_seed: int = 0   # seed of the network initialisation (same at every BS: the policy is shared)
     fvp_stride: int = 1  # Fisher-vector products on every k-th sample, times k (1: exact, all samples)
     value_batches: int = 1  # critic round e on every k-th sample from offset e mod k (1: all samples)
+    value_precision: str = "float32"  # 'bfloat16': the critic's hidden layers compute in bfloat16
 
     def __post_init__(self) -> None:
         if self.fvp_stride < 1:
             raise ValueError(f"fvp_stride: expected an integer >= 1, got {self.fvp_stride}")
         if self.value_batches < 1:
             raise ValueError(f"value_batches: expected an integer >= 1, got {self.value_batches}")
+        if self.value_precision not in VALUE_PRECISIONS:
+            raise ValueError(f"value_precision: expected one of {VALUE_PRECISIONS}, got {self.value_precision!r}")
 
     @property
     def obs_dim(self) -> int:
@@ -80,6 +86,7 @@ class BaseStation:
         self._pparams = list(self.policy.parameters())
         self._vparams = list(self.value.parameters())
         self.gen = torch.Generator().manual_seed(int(sample_seed))   # this BS's sampling noise
+        self._vlow: tuple | None = None   # (parameter versions, the critic's low-precision parameters)
         self._clear()
 
     def _clear(self) -> None:
@@ -182,11 +189,25 @@ class BaseStation:
             self._acted, self._pkey = np.ones(self.obs.shape[0], bool), key
         return self._pout, self._pcache
 
+    def _value_params(self) -> list[torch.Tensor] | None:
+        """The critic's parameters as its products use them: None (the module's own) at 'float32'; at
+        'bfloat16' (spec.value_precision) bfloat16 copies of the hidden layers and the output layer as it
+        is, so that V, and every advantage made from it, keeps its float resolution. The critic's matmuls
+        then run ~4x faster on a CPU with AMX/AVX512-BF16; its Adam step stays on the float parameters."""
+        if self.spec.value_precision == "float32":
+            return None
+        key = _param_key(self._vparams)
+        if self._vlow is None or self._vlow[0] != key:
+            last = len(self._vparams) - 2
+            self._vlow = (key, [p.detach().to(torch.bfloat16) if i < last else p.detach()
+                                for i, p in enumerate(self._vparams)])
+        return self._vlow[1]
+
     def _value_cache(self) -> tuple[torch.Tensor, list]:
         key = _param_key(self._vparams)
         if self._vcache is None or self._vkey != key:
             with torch.no_grad():
-                self._vout, self._vcache = mlp_forward_cache(self.value.body, self.obs)
+                self._vout, self._vcache = mlp_forward_cache(self.value.body, self.obs, self._value_params())
             self._vkey = key
         return self._vout, self._vcache
 
@@ -287,10 +308,11 @@ class BaseStation:
             rows = slice(round_ % k, None, k)
             G = G[rows]
             with torch.no_grad():
-                out, cache = mlp_forward_cache(self.value.body, self.obs[rows].contiguous())
+                out, cache = mlp_forward_cache(self.value.body, self.obs[rows].contiguous(), self._value_params())
         with torch.no_grad():
             r = out.squeeze(-1) - G
-            grad = flat_cat(mlp_vjp(self.value.body, cache, (2.0 * r)[:, None]))
+            grads = mlp_vjp(self.value.body, cache, (2.0 * r)[:, None], self._value_params())
+            grad = flat_cat([g.to(self.dtype) for g in grads])
             return grad, float((r * r).sum())
 
     def n_samples(self) -> int:

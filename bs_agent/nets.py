@@ -88,17 +88,29 @@ def mlp_forward(body: nn.Sequential, s: torch.Tensor, params: list[torch.Tensor]
     return _forward(body, s, params, None)
 
 
+def elu_and_derivative(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ELU(z), ELU'(z)) from one exponential: e = exp(min(z, 0)) is ELU'(z) (1 for z > 0, e^z below)
+    and ELU(z) = (e - 1) + max(z, 0). Overwrites ``z`` (a fresh matmul output). torch's own elu kernel
+    is not vectorised on CPU (~2.7 ns per entry, 7x its exp): a 256-wide layer at M = 1000 took
+    ~0.5 ms of ELU against ~0.15 ms for these five vectorised passes. Exact for z > 0 (e - 1 = 0);
+    for z <= 0, e - 1 against expm1(z) differs by at most half an ulp of 1 (6e-8 in float32)."""
+    e = torch.clamp(z, max=0.0).exp_()
+    return torch.sub(e, 1.0).add_(z.clamp_(min=0.0)), e
+
+
 def _forward(body: nn.Sequential, s: torch.Tensor, params: list[torch.Tensor] | None, cache: list | None
              ) -> torch.Tensor:
     lins = linears(body)
     params = params if params is not None else [t for m in lins for t in (m.weight, m.bias)]
     h = s
     for j in range(len(lins)):
+        if h.dtype != params[2 * j].dtype:          # mixed precision: a layer computes in its weights' dtype
+            h = h.to(params[2 * j].dtype)
         z = torch.addmm(params[2 * j + 1], h, params[2 * j].t())
         if j + 1 < len(lins):                       # hidden layer: ELU, eq. (24)
-            y = torch.nn.functional.elu(z)
-            if cache is not None:                   # elu'(z) = 1 (z > 0), e^z = y + 1 (z <= 0)
-                cache.append((h, torch.clamp(y, max=0.0).add_(1.0)))
+            y, dact = elu_and_derivative(z)
+            if cache is not None:
+                cache.append((h, dact))
             h = y
         else:
             if cache is not None:
@@ -118,18 +130,22 @@ def mlp_jvp(body: nn.Sequential, cache: list, dparams: list[torch.Tensor]) -> to
     return dh
 
 
-def mlp_vjp(body: nn.Sequential, cache: list, u: torch.Tensor) -> list[torch.Tensor]:
-    """J^T u: gradient of <u, output> w.r.t. (W, b) of every Linear, in parameters() order."""
-    lins = linears(body)
+def mlp_vjp(body: nn.Sequential, cache: list, u: torch.Tensor,
+            params: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """J^T u: gradient of <u, output> w.r.t. (W, b) of every Linear, in parameters() order.
+    ``params`` as in :func:`mlp_forward_cache` (the ones the cache was made with)."""
+    weights = [m.weight for m in linears(body)] if params is None else params[0::2]
     grads: list[torch.Tensor] = []
     delta = u
-    for j in range(len(lins) - 1, -1, -1):
+    for j in range(len(weights) - 1, -1, -1):
         h, dact = cache[j]
+        if delta.dtype != h.dtype:                  # mixed precision, as in the forward
+            delta = delta.to(h.dtype)
         if dact is not None:   # in place on a product made here (never on the caller's u)
             delta = delta * dact if delta is u else delta.mul_(dact)
         grads += [delta.sum(0), torch.mm(delta.t(), h)]     # b, W (reversed below)
         if j > 0:
-            W = lins[j].weight
+            W = weights[j]
             # a 1-wide layer (the critic's output): the outer product as a broadcast multiply, the same
             # single rounding per entry as the K = 1 matmul, without the matmul call
             delta = delta * W if delta.shape[1] == 1 else torch.mm(delta, W)

@@ -54,7 +54,7 @@ def agent_spec(cfg: TrainConfig) -> AgentSpec:
     sc = scenario_of(cfg)
     return AgentSpec(cfg.run.scheme, sc.cells, sc.K, cfg.policy.hidden, cfg.policy.layers,
                      cfg.policy.init_log_std, child_seed(cfg.run.seed, SEED_INIT), cfg.trpo.fvp_stride,
-                     cfg.trpo.value_batches)
+                     cfg.trpo.value_batches, cfg.trpo.value_precision)
 
 
 def make_backend(cfg: TrainConfig, address: str | None = None) -> Any:
@@ -124,7 +124,7 @@ class Trainer:
         theta, phi = backend.initial_params()
         self.theta = torch.from_numpy(np.array(theta))
         self.phi = torch.nn.Parameter(torch.from_numpy(np.array(phi)))
-        self.value_opt = torch.optim.Adam([self.phi], lr=cfg.trpo.value_lr)
+        self.value_opt = torch.optim.Adam([self.phi], lr=cfg.trpo.value_lr, fused=True)   # one kernel: 0.2 ms a step, not 0.45
         self.pol = torch.nn.Parameter(self.theta.clone())
         self.a2c_opt = torch.optim.RMSprop([self.pol], lr=cfg.trpo.a2c_lr, alpha=0.99, eps=1e-5)
         self.iteration = 0

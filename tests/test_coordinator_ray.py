@@ -15,7 +15,9 @@ SMALL = ["policy.hidden=16", "policy.layers=2", "trpo.episodes=48", "trpo.cg_ite
 
 @pytest.mark.parametrize("scheme,extra", [("partial", []), ("full", []), ("centralized", []),
                                           # critic minibatches, cycling past k, rounds riding over the nodes
-                                          ("partial", ["trpo.value_epochs=4", "trpo.value_batches=3"])])
+                                          ("partial", ["trpo.value_epochs=4", "trpo.value_batches=3"]),
+                                          # the critic's hidden layers in bfloat16
+                                          ("centralized", ["trpo.value_precision=bfloat16"])])
 def test_inproc_equals_ray(ray_session, scheme, extra):
     torch.set_num_threads(1)
     thetas = {}

@@ -212,6 +212,33 @@ def test_end_of_episode_returns():
     assert np.allclose(end_of_episode_returns(R, pos, 3, 0.5), [2.0 * 0.25, 4.0])
 
 
+def test_bfloat16_critic_is_the_float32_critic_to_bfloat16_accuracy():
+    """value_precision 'bfloat16': V and the critic's gradient (the hidden layers computed in bfloat16,
+    the output layer in float32) agree with the float32 ones to bfloat16's ~3 significant digits, the
+    gradient comes back in the BS's dtype, and the float parameters are left as they were."""
+    rng = np.random.default_rng(0)
+    M, csi = 512, rng.standard_normal((512, 18))
+    G = rng.standard_normal(M) + 3.0
+    out = {}
+    for prec in ("float32", "bfloat16"):
+        spec = AgentSpec("centralized", 3, 2, hidden=64, layers=3, init_seed=1, value_precision=prec)
+        bs = BaseStation(0, spec, 5)
+        bs.load_csi(csi)
+        bs.act()
+        V = bs.finish_acting()
+        phi = flat_params(bs.value).clone()
+        grad, loss = bs.value_gradient(G)
+        assert grad.dtype == torch.float32 and torch.equal(flat_params(bs.value), phi)
+        assert all(p.dtype == torch.float32 for p in bs.value.parameters())
+        out[prec] = (V, grad, loss)
+    (V32, g32, l32), (V16, g16, l16) = out["float32"], out["bfloat16"]
+    assert np.max(np.abs(V16 - V32)) < 2e-2 * np.max(np.abs(V32)) and not np.array_equal(V16, V32)
+    assert float((g16 - g32).norm() / g32.norm()) < 2e-2
+    assert abs(l16 - l32) < 1e-2 * l32
+    with pytest.raises(ValueError, match="value_precision"):
+        AgentSpec("full", 3, 2, value_precision="float16")
+
+
 def test_forward_without_cache_is_the_cached_forward_and_the_module():
     """The line search's forward (no elu' kept) gives the very values of the cached one, which are the
     module's own output, at the module's parameters and at a flat candidate."""
@@ -225,4 +252,22 @@ def test_forward_without_cache_is_the_cached_forward_and_the_module():
             out, cache = mlp_forward_cache(bs.policy.body, bs.obs, p)
             assert torch.equal(mlp_forward(bs.policy.body, bs.obs, p), out)
             assert len(cache) == 3 and cache[-1][1] is None
-        assert torch.equal(mlp_forward(bs.policy.body, bs.obs), bs.policy.body(bs.obs))
+        # the module's ELU is expm1; ours is exp(min(z, 0)) - 1: within an ulp of 1 (float64 here)
+        assert torch.allclose(mlp_forward(bs.policy.body, bs.obs), bs.policy.body(bs.obs), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elu_and_derivative_match_torch_elu_and_autograd(dtype):
+    """ELU(z) exactly for z > 0 and within half an ulp of 1 below; ELU'(z) equal to autograd's."""
+    from bs_agent.nets import elu_and_derivative
+
+    z = (torch.randn(4000, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 4).to(dtype)
+    z[:3] = torch.tensor([0.0, -0.0, 1e-30], dtype=dtype)
+    zr = z.clone().requires_grad_(True)
+    ref = torch.nn.functional.elu(zr)
+    (dref,) = torch.autograd.grad(ref.sum(), zr)
+    y, d = elu_and_derivative(z.clone())
+    pos = z > 0
+    assert torch.equal(y[pos], z[pos])
+    assert (y - ref.detach()).abs().max() <= torch.finfo(dtype).eps / 2
+    assert torch.allclose(d, dref, rtol=2 * torch.finfo(dtype).eps, atol=0)
