@@ -5,7 +5,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
                                  [--value-precision float32|bfloat16]
-                                 [--threads T] [--seed S] [--eval-at IT,IT,...]
+                                 [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
   centralized  the shipped deploy/configs/3cell_centralized.yaml: 1500 iterations x M = 1000 episodes
@@ -101,6 +101,8 @@ def main() -> None:
     ap.add_argument("--schemes", default=None, help="comma list (default: all of the layout)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slots", type=int, default=1000)
+    ap.add_argument("--eval-seed", type=int, default=None,
+                    help="draw the held-out set from this seed instead of --seed (train and test seeds apart)")
     ap.add_argument("--eval-at", default="", help="comma list of iteration counts below the budget at which the "
                     "policy of that moment is evaluated too (one more line each, 'trpo_SCHEME@IT')")
     ap.add_argument("--7cell", dest="seven", action="store_true")
@@ -111,12 +113,14 @@ def main() -> None:
     for kind in kinds:
         cfg = load_config(TrainConfig, None, [f"scenario.kind={kind}"] + (
             ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []))
-        problem = scenario_of(cfg).sample(a.slots, np.random.default_rng(10_000 + a.seed))
+        test_seed = a.seed if a.eval_seed is None else a.eval_seed
+        problem = scenario_of(cfg).sample(a.slots, np.random.default_rng(10_000 + test_seed))
         w = problem.bandwidth_hz / 1e6
         names = ["max_power", "wmmse", "fp"] + (["optimum"] if kind == "3cell" else [])
         base = run_methods(problem, classical_methods(np.random.default_rng(0)), names)
-        print(f"\n{kind}: held-out mean sum-rate on {a.slots} realizations (trained policies: deterministic "
-              f"mean action); load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(f"\n{kind}: held-out mean sum-rate on {a.slots} realizations of held-out set {test_seed} (trained "
+              f"policies, training seed {a.seed}: deterministic mean action); load average at start "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         ref = float(base["optimum" if "optimum" in base else "wmmse"].sum_rate.mean())
         rel = "optimum" if "optimum" in base else "wmmse"
         print(f"{'method':<18} {'Mbps':>8} {'bit/s/Hz':>9} {'x ' + rel:>10} {'train min':>9} {'env steps':>10}")

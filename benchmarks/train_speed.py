@@ -8,9 +8,9 @@ and timed one iteration each in turn, median per column, so that a loaded, share
 
 Every column but the threads one uses one torch thread per process; the threads column runs the inproc
 backend with T threads (`run.threads`, for the centralized scheme: its one agent on all cores). A scheme
-with a shipped config (deploy/configs/3cell_centralized.yaml) gets one more column: that file's own
-settings (critic steps, CG iterations, fvp_stride, threads) timed inproc at the same M — the figure the
-centralized goal (>= 5000 steps/s on 2 cores) is about. --no-shipped skips it.
+with a shipped config (deploy/configs/3cell_centralized.yaml) gets one more column per backend: that file's
+own settings (critic steps and precision, CG iterations, fvp_stride, threads) at the same M — the figure the
+centralized goal (>= 5000 steps/s on 2 cores) is about (the file itself names inproc). --no-shipped skips it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from coordinator.trainer import Trainer, make_backend  # noqa: E402
 from deploy.config import TrainConfig, load_config  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "deploy" / "configs"
-# the shipped config of a scheme, timed as it is (inproc) in the "shipped" column
+# the shipped config of a scheme, timed as it is on each backend in the "shipped" columns
 SHIPPED = {("3cell", "centralized"): CONFIGS / "3cell_centralized.yaml"}
 
 
@@ -58,7 +58,6 @@ def interleaved(trainers: dict[str, Trainer], iters: int) -> dict[str, tuple[flo
     keys = list(trainers)
     for r in range(iters):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            torch.set_num_threads(trainers[k].cfg.run.threads)   # this process's share of the column
             t0 = time.perf_counter()
             steps[k] = trainers[k].step()["env_steps"]
             times[k].append(time.perf_counter() - t0)
@@ -107,9 +106,10 @@ def main() -> None:
         if a.threads and "inproc" in backends:
             cols["threads"] = ("inproc", 1, a.threads)
         made = {k: make(scheme, b, a.episodes, a.kind, st, th) for k, (b, st, th) in cols.items()}
-        shipped = SHIPPED.get((a.kind, scheme)) if a.shipped and "inproc" in backends else None
+        shipped = SHIPPED.get((a.kind, scheme)) if a.shipped else None
         if shipped is not None:
-            made["shipped"] = make(scheme, "inproc", a.episodes, a.kind, path=shipped)
+            for b in backends:   # the file's settings on each backend (the file itself names inproc)
+                made["shipped_" + b] = make(scheme, b, a.episodes, a.kind, path=shipped)
         try:
             res = interleaved({k: tr for k, (tr, _) in made.items()}, a.iters)
             mem = made["ray"][1].memory_mb() if "ray" in made else []
@@ -126,10 +126,11 @@ def main() -> None:
         if "threads" in res:
             st = res["threads"][1]
             line += f" {st:>26.0f} {st / si:>6.2f}"
-        if "shipped" in res:
-            cf = made["shipped"][0].cfg
-            line += (f"  | shipped {shipped.name} (critic {cf.trpo.value_epochs}, CG {cf.trpo.cg_iters}, "
-                     f"fvp_stride {cf.trpo.fvp_stride}, {cf.run.threads} threads): {res['shipped'][1]:.0f} steps/s")
+        if shipped is not None:
+            cf = made["shipped_" + backends[0]][0].cfg
+            line += (f"  | shipped {shipped.name} (critic {cf.trpo.value_epochs} in {cf.trpo.value_precision}, "
+                     f"CG {cf.trpo.cg_iters}, fvp_stride {cf.trpo.fvp_stride}, {cf.run.threads} threads): "
+                     + ", ".join(f"{res['shipped_' + b][1]:.0f} steps/s {b}" for b in backends))
         print(line + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
     if "ray" in backends:
         ray.shutdown()

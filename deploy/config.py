@@ -84,7 +84,7 @@ class TrpoConfig:
                             "offset e mod k (k = value_batches; value_epochs = k is one pass over the batch "
                             "per iteration); 1: the full batch every round", range=(1, 1000))
     value_precision: str = _f("float32", "precision of the critic's hidden layers: bfloat16 runs its matmuls ~4x "
-                              "faster on CPUs with AMX/AVX512-BF16 (the output layer, V and the Adam step stay float32)",
+                              "faster on CPUs with AMX/AVX512-BF16 (its output layer, V and Adam stay float32)",
                               choices=("float32", "bfloat16"))
     a2c_lr: float = _f(7e-4, "A2C fixed step size (paper: 7e-4)", range=(1e-8, 1.0))
     fvp_stride: int = _f(1, "Fisher-vector products on every k-th episode, times k (1: exact; the Fisher "

@@ -38,7 +38,8 @@ def test_inproc_equals_ray(ray_session, scheme, extra):
 
 
 def test_inproc_equals_ray_with_two_threads(ray_session):
-    """run.threads = 2 (the centralized agent on both cores): every process computes with 2 threads, so the
+    """run.threads = 2 (the centralized agent on both cores): the agents compute with 2 threads (the actor
+    process; inproc switches them on around each agent call), the coordinator with 1 in both, so the
     two backends still do the same arithmetic; nets large enough that torch splits the work."""
     thetas = {}
     for backend in ("inproc", "ray"):
@@ -47,9 +48,10 @@ def test_inproc_equals_ray_with_two_threads(ray_session):
                                               "run.scheme=centralized", f"run.backend={backend}"])
         be = make_backend(cfg)
         try:
-            assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
             tr = Trainer(cfg, be)
             tr.step()
+            assert torch.get_num_threads() == 1
             thetas[backend] = (tr.theta.clone(), tr.phi.detach().clone())
         finally:
             be.close()
