@@ -8,10 +8,10 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
                                  [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
-  centralized  the shipped deploy/configs/3cell_centralized.yaml: 1500 iterations x M = 1000 episodes
-               (1.5 M environment steps), Table II networks (3x256 ELU), delta = 0.01, zeta = 0.9, initial
-               log-std 1.5, 10 critic Adam steps per iteration at lr 3e-3, Fisher-vector products on every
-               2nd episode, 2 torch threads.
+  centralized  the shipped deploy/configs/3cell_centralized.yaml: 1000 iterations x M = 2000 episodes
+               (2 M environment steps), Table II networks (3x256 ELU), delta = 0.01, zeta = 0.9, initial
+               log-std 1.5, 10 critic Adam steps per iteration at lr 3e-3 (hidden layers in bfloat16),
+               Fisher-vector products on every 2nd episode, 2 torch threads.
   partial, full (and 7-cell)  200 iterations x M = 500 episodes (0.3 M steps), 2x64 ELU, initial
                log-std 0.5, delta = 0.01, 10 critic Adam steps per iteration at lr 3e-3 (as the demo).
 The trained policy is evaluated on its deterministic mean action (clipped to [0, Pmax]), as `bsemu
@@ -129,15 +129,15 @@ def main() -> None:
         for scheme in schemes:
             cfg = scheme_config(kind, scheme, a)
             def report(it, r, dt, steps, scheme=scheme, w=w, ref=ref):
-                print(f"{'trpo_' + scheme + '@' + str(it):<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f} "
+                print(f"{'trpo_' + scheme + '@' + str(it):<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} "
                       f"{dt / 60:>9.2f} {steps:>10}", flush=True)
             eval_at = {int(x) for x in a.eval_at.split(",") if x}
             r, dt, steps = train_eval(cfg, problem, eval_at, report)
-            print(f"{'trpo_' + scheme:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f} {dt / 60:>9.2f} {steps:>10}"
+            print(f"{'trpo_' + scheme:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {dt / 60:>9.2f} {steps:>10}"
                   f"   {budget(cfg)}", flush=True)
         for n, res in base.items():
             r = float(res.sum_rate.mean())
-            print(f"{n:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.4f}")
+            print(f"{n:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ and timed one iteration each in turn, median per column, so that a loaded, share
 Every column but the threads one uses one torch thread per process; the threads column runs the inproc
 backend with T threads (`run.threads`, for the centralized scheme: its one agent on all cores). A scheme
 with a shipped config (deploy/configs/3cell_centralized.yaml) gets one more column per backend: that file's
-own settings (critic steps and precision, CG iterations, fvp_stride, threads) at the same M — the figure the
+own settings (its M, critic steps and precision, CG iterations, fvp_stride, threads) — the figure the
 centralized goal (>= 5000 steps/s on 2 cores) is about (the file itself names inproc). --no-shipped skips it.
 """
 
@@ -38,10 +38,10 @@ SHIPPED = {("3cell", "centralized"): CONFIGS / "3cell_centralized.yaml"}
 def make(scheme: str, backend: str, episodes: int, kind: str, stride: int = 1, threads: int = 1,
          path: Path | None = None) -> tuple[Trainer, object]:
     """A trainer on the Table II defaults with the given stride and threads, or (``path``) on a
-    shipped config's own settings with only the backend and M set."""
-    sets = [f"run.scheme={scheme}", f"run.backend={backend}", f"trpo.episodes={episodes}", f"scenario.kind={kind}"]
+    shipped config's own settings (its M included) with only the backend set."""
+    sets = [f"run.scheme={scheme}", f"run.backend={backend}", f"scenario.kind={kind}"]
     if path is None:
-        sets += [f"trpo.fvp_stride={stride}", f"run.threads={threads}"]
+        sets += [f"trpo.episodes={episodes}", f"trpo.fvp_stride={stride}", f"run.threads={threads}"]
         sets += ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []
     cfg = load_config(TrainConfig, path, sets)
     be = make_backend(cfg)
@@ -128,7 +128,8 @@ def main() -> None:
             line += f" {st:>26.0f} {st / si:>6.2f}"
         if shipped is not None:
             cf = made["shipped_" + backends[0]][0].cfg
-            line += (f"  | shipped {shipped.name} (critic {cf.trpo.value_epochs} in {cf.trpo.value_precision}, "
+            line += (f"  | shipped {shipped.name} (M = {cf.trpo.episodes}, critic {cf.trpo.value_epochs} in "
+                     f"{cf.trpo.value_precision}, "
                      f"CG {cf.trpo.cg_iters}, fvp_stride {cf.trpo.fvp_stride}, {cf.run.threads} threads): "
                      + ", ".join(f"{res['shipped_' + b][1]:.0f} steps/s {b}" for b in backends))
         print(line + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
