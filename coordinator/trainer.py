@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bs_agent.base_station import AgentSpec
+from bs_agent.base_station import AgentSpec, native_bfloat16
 from bs_agent.state import GainNorm
 from bs_agent.trpo import end_of_episode_returns, line_search, step_weights, trpo_step
 from coordinator.backends import COORDINATOR_THREADS, InprocBackend, agent_ids
@@ -65,9 +65,10 @@ def make_backend(cfg: TrainConfig, address: str | None = None) -> Any:
     import torch
 
     torch.set_num_threads(COORDINATOR_THREADS)
-    if cfg.trpo.value_precision == "bfloat16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if cfg.trpo.value_precision == "bfloat16" and not native_bfloat16():
         warnings.warn("trpo.value_precision=bfloat16 on a CPU without native bfloat16 (AVX512-BF16/AMX): the "
-                      "critic's matmuls are emulated and slower than float32; set trpo.value_precision=float32",
+                      "critic's matmuls are emulated, ~10x slower than float32; set trpo.value_precision=float32 "
+                      "or auto",
                       RuntimeWarning, stacklevel=2)
     spec = agent_spec(cfg)
     seeds = [child_seed(cfg.run.seed, SEED_AGENT, i) for i in agent_ids(spec)]

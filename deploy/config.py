@@ -84,13 +84,18 @@ class TrpoConfig:
                             "offset e mod k (k = value_batches; value_epochs = k is one pass over the batch "
                             "per iteration); 1: the full batch every round", range=(1, 1000))
     value_precision: str = _f("float32", "precision of the critic's hidden layers: bfloat16 runs its matmuls ~4x "
-                              "faster on CPUs with AMX/AVX512-BF16 (its output layer, V and Adam stay float32)",
-                              choices=("float32", "bfloat16"))
+                              "faster on CPUs with AMX/AVX512-BF16 (its output layer, V and Adam stay float32) and "
+                              "~10x slower where emulated; auto picks bfloat16 where native, else float32 (the "
+                              "resolved config records which)", choices=("float32", "bfloat16", "auto"))
     a2c_lr: float = _f(7e-4, "A2C fixed step size (paper: 7e-4)", range=(1e-8, 1.0))
     fvp_stride: int = _f(1, "Fisher-vector products on every k-th episode, times k (1: exact; the Fisher "
                          "on a sub-sample, Schulman et al. 2015 App. C, OpenAI baselines use 5)", range=(1, 1000))
 
     def __post_init__(self) -> None:
+        if self.value_precision == "auto":  # resolved once, here: the run folder's config names the precision
+            from bs_agent.base_station import resolve_value_precision
+
+            object.__setattr__(self, "value_precision", resolve_value_precision("auto"))
         if self.value_batches > self.episodes:
             raise ConfigError(f"trpo.value_batches: expected at most trpo.episodes ({self.episodes}) so that "
                               f"no critic minibatch is empty, got {self.value_batches}")

@@ -72,6 +72,22 @@ def test_value_batches_at_most_episodes():
         load_config(TrainConfig, None, ["trpo.value_batches=0"])
 
 
+def test_value_precision_auto_resolves_once_to_what_this_cpu_runs_natively(monkeypatch):
+    """'auto' becomes a concrete precision at load time (so the run folder's config names it and a
+    resume keeps it): bfloat16 only where the CPU has it natively, float32 where torch would emulate it."""
+    import bs_agent.base_station as bsmod
+
+    for native, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(bsmod, "native_bfloat16", lambda native=native: native)
+        cfg = load_config(TrainConfig, None, ["trpo.value_precision=auto"])
+        assert cfg.trpo.value_precision == want
+        assert config_to_dict(cfg)["trpo"]["value_precision"] == want
+        # explicit choices are kept whatever the CPU
+        assert load_config(TrainConfig, None, ["trpo.value_precision=bfloat16"]).trpo.value_precision == "bfloat16"
+    with pytest.raises(ConfigError, match="trpo.value_precision"):
+        load_config(TrainConfig, None, ["trpo.value_precision=float16"])
+
+
 def test_train_config_files_load():
     from pathlib import Path
 
