@@ -18,10 +18,18 @@ read-only views over the received bytes (zero copy); ``.copy()`` them to write.
 :func:`decode` checks the frame length before unpacking, passes every size cap to msgpack's
 unpacker (so no header can make it allocate more than the limits allow) and validates every
 field; it raises only members of the :class:`~protocol.errors.ProtocolError` family.
+
+Two implementations give the same bytes, envelopes and errors: the compiled fast path
+``protocol._ccodec`` (built by ``pip install``; it handles the common types and the canonical frames
+and answers None for anything else) and the pure-Python reference ``_py_encode_fields`` /
+``_py_decode``, which takes over wherever the C code declines and decides every error.
+:data:`CODEC_IMPL` says which is active: ``"c"`` when the extension imports and the environment
+variable ``BSEMU_PURE_CODEC`` is not ``"1"`` at import, else ``"python"``.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from collections.abc import Container
@@ -88,6 +96,7 @@ class Limits:
     max_str_bytes: int = 1024 * 1024
     max_run_id: int = 128
     unpack_kwargs: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
+    c_limits: tuple[int, int, int, int, int] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("max_message_bytes", "max_fields", "max_list_len", "max_str_bytes", "max_run_id"):
@@ -95,6 +104,8 @@ class Limits:
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"Limits.{name}={v!r} must be an int ≥ 1")
         object.__setattr__(self, "unpack_kwargs", _unpack_kwargs(self))  # computed once, not per frame
+        c_limits = (self.max_message_bytes, self.max_str_bytes, self.max_list_len, self.max_fields, self.max_run_id)
+        object.__setattr__(self, "c_limits", c_limits)  # the C decoder's argument
 
 
 def _ext_hook(code: int, data: bytes) -> np.ndarray:
@@ -181,6 +192,20 @@ def encode_fields(
     seq: int, t_send_ns: int, payload: dict[str, Any], limits: Limits = DEFAULT_LIMITS,
 ) -> bytes:  # fmt: skip
     """Like :func:`encode` from the fields themselves (no Envelope built; transports' hot path)."""
+    if _c_encode is not None:
+        frame = _c_encode(version, kind, run_id, sender, receiver, iteration, seq, t_send_ns, payload)
+        if frame is not None:
+            if len(frame) > limits.max_message_bytes:
+                raise MessageTooLarge(f"frame of {len(frame)} B exceeds {limits.max_message_bytes} B")
+            return frame
+    return _py_encode_fields(version, kind, run_id, sender, receiver, iteration, seq, t_send_ns, payload, limits)
+
+
+def _py_encode_fields(
+    version: int, kind: int, run_id: str, sender: int, receiver: int, iteration: int,
+    seq: int, t_send_ns: int, payload: dict[str, Any], limits: Limits = DEFAULT_LIMITS,
+) -> bytes:  # fmt: skip
+    """:func:`encode_fields` in pure Python (msgpack's Packer): the reference and the fallback."""
     packer = _PACKERS.__dict__.get("p")
     if packer is None:
         packer = _PACKERS.p = msgpack.Packer(default=_pack_default)
@@ -299,6 +324,31 @@ def decode(
         MessageTooLarge, MalformedMessage, UnsupportedVersion, UnknownKind, UnknownSender
         (all :class:`ProtocolError`); never anything else.
     """
+    if _c_decode is not None:
+        env = _c_decode(data, limits.c_limits)  # None: not a canonical valid frame, Python decides
+        if env is not None:
+            if known_senders is not None and env.sender not in known_senders:
+                raise UnknownSender(f"unknown sender {env.sender}")
+            return env
+    return _py_decode(data, known_senders, limits)
+
+
+def _py_decode(
+    data: bytes | bytearray | memoryview,
+    known_senders: Container[int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Envelope:
+    """:func:`decode` in pure Python (msgpack's unpacker): the reference and the fallback.
+
+    Args:
+        data: the frame.
+        known_senders: if given, a sender id not in it raises :class:`UnknownSender`.
+        limits: size limits (checked before unpacking, and passed to the unpacker).
+
+    Raises:
+        MessageTooLarge, MalformedMessage, UnsupportedVersion, UnknownKind, UnknownSender
+        (all :class:`ProtocolError`); never anything else.
+    """
     try:
         n = len(data)
     except TypeError as exc:
@@ -346,3 +396,19 @@ def decode(
     if payload:  # control messages carry none
         _check_payload(payload, limits)
     return _new_envelope(Envelope, (k, sender, receiver, iteration, seq, payload, run_id, t_ns, version))
+
+
+def _load_c_codec() -> tuple[Any, Any, str]:
+    """The compiled fast path, set up with this module's objects; (None, None, "python") without it."""
+    if os.environ.get("BSEMU_PURE_CODEC") == "1":
+        return None, None, "python"
+    try:
+        from . import _ccodec
+    except ImportError:
+        return None, None, "python"
+    _ccodec.setup(Envelope, _KINDS, np.ndarray, np.frombuffer, _F32, _I64)
+    return _ccodec.encode, _ccodec.decode, "c"
+
+
+_c_encode, _c_decode, CODEC_IMPL = _load_c_codec()
+"""``"c"`` when the compiled codec is active, ``"python"`` when the pure-Python one runs alone."""
