@@ -366,7 +366,7 @@ def _py_decode(
     if type(wire) is not list or not wire:
         raise MalformedMessage("frame is not a msgpack array")
     version = wire[0]
-    if version != SCHEMA_VERSION or type(version) is not int:
+    if type(version) is not int or version != SCHEMA_VERSION:  # type first: an array's != is not a bool
         if type(version) is not int:
             raise MalformedMessage("version is not an int")
         raise UnsupportedVersion(f"schema version {version} (supported: {SCHEMA_VERSION})")
