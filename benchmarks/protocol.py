@@ -1,7 +1,9 @@
 """Benchmark of the protocol package (issue 3): codec, bytes per message, one-way latency.
 
-Prints: encode / decode time per message kind and bytes per message; one-way latency p50/p99 of a
-ring hop (2 processes, ping-pong) and of a broadcast (1 publisher, S subscriber processes), each
+Prints: which codec is active (``CODEC_IMPL``: the compiled one, or pure Python); encode / decode time
+per message kind through the active codec and through the pure-Python reference, and bytes per
+message; one-way latency p50/p99 of a ring hop (2 processes, ping-pong) and of a broadcast
+(1 publisher, S subscriber processes), each
 beside raw pyzmq send/recv of a frame of the same size measured in the same run, interleaved in
 blocks. Goals: protocol / raw latency <= 1.5; encode + decode of a power vector <= 10 us.
 
@@ -43,6 +45,7 @@ from protocol import (  # noqa: E402
     now_ns,
     ring_barrier,
 )
+from protocol.codec import CODEC_IMPL, _py_decode, _py_encode_fields  # noqa: E402
 
 _TS = struct.Struct("<q")
 
@@ -78,15 +81,25 @@ def _best_us(fn: Any, number: int) -> float:
     return min(timeit.repeat(fn, number=number, repeat=60)) / number * 1e6
 
 
-def codec_table(bs: int, params: int) -> list[tuple[str, int, float, float]]:
+def _py_encode(env: Envelope) -> bytes:
+    """encode(env) through the pure-Python reference codec."""
+    return _py_encode_fields(env.version, env.kind, env.run_id, env.sender, env.receiver, env.iteration, env.seq,
+                             env.t_send_ns, env.payload)  # fmt: skip
+
+
+def codec_table(bs: int, params: int) -> list[tuple[str, int, float, float, float, float]]:
+    """Per kind: name, bytes, encode and decode µs through the active codec, then through pure Python."""
     rows = []
     for kind, payload in payloads(bs, params).items():
         env = Envelope(kind, 1, 2, 100, 1000, payload, "run-0001", now_ns())
         frame = encode(env)
+        assert _py_encode(env) == frame
         number = 20 if len(frame) > 10_000 else 200
         enc = _best_us(lambda env=env: encode(env), number)
         dec = _best_us(lambda frame=frame: decode(frame), number)
-        rows.append((kind.name, len(frame), enc, dec))
+        py_enc = _best_us(lambda env=env: _py_encode(env), number)
+        py_dec = _best_us(lambda frame=frame: _py_decode(frame), number)
+        rows.append((kind.name, len(frame), enc, dec, py_enc, py_dec))
     return rows
 
 
@@ -344,7 +357,8 @@ Goal: protocol / raw <= 1.5 at p50.
 The ratio depends on the machine's state: on idle cores the raw column is dominated by the wake-up of
 a sleeping core (quiet 2-core box: raw ~50 us), on busy cores it is not (~20-30 us) while the
 protocol's Python work (encode, decode, validation: ~30 us right after a wake-up, ~7 us in a warm
-loop) stays, so the same code measures ~1.6x quiet and ~2x+ loaded. Compare runs at similar load."""
+loop with the pure-Python codec) stays, so the same code measures ~1.6x quiet and ~2x+ loaded with
+it. Compare runs at similar load, and with the same codec (the header line names it)."""
 
 
 def _pct(x: np.ndarray) -> tuple[float, float]:
@@ -364,13 +378,17 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.monotonic()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; "
-          f"pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; B = {args.bs}, {args.params} params\n")  # fmt: skip
+          f"pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; B = {args.bs}, {args.params} params; "
+          f"codec {CODEC_IMPL}\n")  # fmt: skip
 
-    print("| kind | bytes/msg | encode µs | decode µs | encode+decode µs |")
-    print("|---|---:|---:|---:|---:|")
+    act = "C" if CODEC_IMPL == "c" else "active (python)"
+    print(f"| kind | bytes/msg | encode µs {act} | decode µs {act} | encode+decode µs {act} | encode µs python "
+          "| decode µs python | encode+decode µs python |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     pv_total = 0.0
-    for name, nbytes, enc, dec in codec_table(args.bs, args.params):
-        print(f"| {name} | {nbytes} | {enc:.2f} | {dec:.2f} | {enc + dec:.2f} |")
+    for name, nbytes, enc, dec, py_enc, py_dec in codec_table(args.bs, args.params):
+        print(f"| {name} | {nbytes} | {enc:.2f} | {dec:.2f} | {enc + dec:.2f} | {py_enc:.2f} | {py_dec:.2f} "
+              f"| {py_enc + py_dec:.2f} |")  # fmt: skip
         if name == "POWER_VECTOR":
             pv_total = enc + dec
     log = MessageLog(os.path.join(tempfile.mkdtemp(), "bench.csv"))

@@ -14,7 +14,8 @@ Codec
     (msgpack; float arrays as float32 bytes + shape). ``decode`` raises only the ``ProtocolError``
     family: ``MalformedMessage``, ``UnsupportedVersion``, ``UnknownKind``, ``UnknownSender``,
     ``MessageTooLarge`` (plus ``ConfigError``, ``TransportError``, ``BarrierTimeout`` elsewhere).
-    ``frame_size(env)`` = ``len(encode(env))``.
+    ``frame_size(env)`` = ``len(encode(env))``. A compiled fast path (``protocol._ccodec``, built by
+    ``pip install``) gives the pure-Python codec's bytes and errors; ``codec.CODEC_IMPL`` says which runs.
 
 Transports (pyzmq; build them inside the process — the Ray actor — that uses them)
     ``RingNode(node_id, bind_host="127.0.0.1", *, log=None, emulator=None, curve=None, ...)``:
