@@ -355,10 +355,11 @@ frames of exactly the same length (asserted).
                both sides.
 Goal: protocol / raw <= 1.5 at p50.
 The ratio depends on the machine's state: on idle cores the raw column is dominated by the wake-up of
-a sleeping core (quiet 2-core box: raw ~50 us), on busy cores it is not (~20-30 us) while the
-protocol's Python work (encode, decode, validation: ~30 us right after a wake-up, ~7 us in a warm
-loop with the pure-Python codec) stays, so the same code measures ~1.6x quiet and ~2x+ loaded with
-it. Compare runs at similar load, and with the same codec (the header line names it)."""
+a sleeping core (quiet 2-core box: raw ~40-50 us), on busy cores it is not (~20-30 us) while the
+protocol's Python work after a wake-up (cold caches: several times its warm-loop cost) stays. Quiet
+2-core AMD EPYC, C codec (2026-12-04): ring 1 slot 1.28-1.49x, 256 slots 1.34-1.47x, broadcast
+1.12-1.13x over three runs; the pure-Python codec measured ~1.6x quiet and ~2x+ loaded. Compare runs
+at similar load, and with the same codec (the header line names it)."""
 
 
 def _pct(x: np.ndarray) -> tuple[float, float]:

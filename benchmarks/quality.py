@@ -4,14 +4,15 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
     python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
-                                 [--value-precision float32|bfloat16]
+                                 [--value-precision float32|bfloat16|auto]
                                  [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
-  centralized  the shipped deploy/configs/3cell_centralized.yaml: 1000 iterations x M = 2000 episodes
-               (2 M environment steps), Table II networks (3x256 ELU), delta = 0.01, zeta = 0.9, initial
-               log-std 1.5, 10 critic Adam steps per iteration at lr 3e-3 (hidden layers in bfloat16),
-               Fisher-vector products on every 2nd episode, 2 torch threads.
+  centralized  the shipped deploy/configs/3cell_centralized.yaml: 1300 iterations x M = 2000 episodes
+               (2.6 M environment steps), Table II networks (3x256 ELU), delta = 0.01, zeta = 0.9, initial
+               log-std 1.5, 10 critic Adam steps per iteration at lr 3e-3 (hidden layers in bfloat16
+               where the CPU has it natively, else float32), Fisher-vector products on every 2nd
+               episode, 2 torch threads.
   partial, full (and 7-cell)  200 iterations x M = 500 episodes (0.3 M steps), 2x64 ELU, initial
                log-std 0.5, delta = 0.01, 10 critic Adam steps per iteration at lr 3e-3 (as the demo).
 The trained policy is evaluated on its deterministic mean action (clipped to [0, Pmax]), as `bsemu
