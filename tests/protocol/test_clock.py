@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_protocol_helpers import clock_worker
 
 from protocol import (
     BroadcastNode,
@@ -24,6 +23,7 @@ from protocol import (
     estimate_clock_offset,
     offset_from_samples,
 )
+from tests.protocol.helpers import clock_worker
 
 
 def _sample(theta: int, t0: int, d_out: int, turn: int, d_back: int) -> ClockSample:

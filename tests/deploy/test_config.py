@@ -11,6 +11,7 @@ import pytest
 from deploy.config import ConfigError, TrainConfig, config_to_dict, load_config
 from deploy.errors import UsageError
 from deploy.rundir import RunDir, RunDirError, default_run_dir, ewma, plot_curves
+from tests import ROOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +90,8 @@ def test_value_precision_auto_resolves_once_to_what_this_cpu_runs_natively(monke
 
 
 def test_train_config_files_load():
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "deploy" / "configs"
+    root = ROOT / "deploy" / "configs"
     files = sorted(root.glob("*.yaml"))
     for f in files:
         if f.stem.startswith(("demo", "3cell_", "7cell_")):

@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from test_protocol_codec import bad_frames  # tests/ is on sys.path under pytest
-from test_protocol_helpers import ring_order, ring_worker, subscriber_worker
 
 from protocol import (
     BroadcastNode,
@@ -41,6 +39,8 @@ from protocol import (
     ring_barrier,
     summarize_csv,
 )
+from tests.protocol.helpers import ring_order, ring_worker, subscriber_worker
+from tests.protocol.test_codec import bad_frames
 
 
 def _env(kind: Kind = Kind.POWER_VECTOR, it: int = 0, **payload: Any) -> Envelope:

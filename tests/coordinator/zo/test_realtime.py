@@ -14,6 +14,7 @@ from coordinator import zo_config as zc
 from coordinator.zo_config import ZOConfig, ZOConfigError
 from coordinator.zo_train import Evaluator, Exchange, make_trainer, train
 from protocol.log import MessageLog
+from tests import ROOT
 
 DELAY_S, JITTER_S, DROP = 0.0005, 0.002, 0.05
 
@@ -81,7 +82,6 @@ def test_cli_real_clock_run_folder(tmp_path):
     """`bsemu zo` on the real clock end to end (its own Ray): run folder, real-time metrics, log."""
     import subprocess
     import sys
-    from pathlib import Path
 
     rd = tmp_path / "run"
     sets = ["run.clock=real", "run.backend=ray", "algo.update=async", "algo.b1=10", "algo.b2=10", "run.slot_s=0.0005",
@@ -91,7 +91,7 @@ def test_cli_real_clock_run_folder(tmp_path):
            "--run-dir", str(rd)]
     for s in sets:
         cmd += ["--set", s]
-    r = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader((rd / "metrics.csv").open()))
     assert [int(x["iteration"]) for x in rows] == [5, 10]

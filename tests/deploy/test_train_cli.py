@@ -9,7 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT
+
 DEMO = ROOT / "deploy" / "configs" / "demo.yaml"
 TINY = ["--set", "trpo.episodes=32", "--set", "policy.hidden=8", "--set", "trpo.cg_iters=3",
         "--set", "run.eval_slots=20", "--set", "run.checkpoint_every=1", "--set", "run.backend=inproc",

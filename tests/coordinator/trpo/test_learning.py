@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +11,9 @@ from coordinator.trainer import Trainer, evaluate_policy, make_backend, scenario
 from deploy.config import TrainConfig, load_config
 from radio.rates import sum_rate
 from radio.simple import max_power
+from tests import ROOT
 
-DEMO = Path(__file__).resolve().parents[1] / "deploy" / "configs" / "demo.yaml"
+DEMO = ROOT / "deploy" / "configs" / "demo.yaml"
 
 
 @pytest.mark.slow

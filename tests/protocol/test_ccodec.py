@@ -32,7 +32,7 @@ from protocol import (
     encode,
     encode_fields,
 )
-from tests.test_protocol_codec import bad_frames, envelopes, scalars
+from tests.protocol.test_codec import bad_frames, envelopes, scalars
 
 PURE = os.environ.get("BSEMU_PURE_CODEC") == "1"
 needs_c = pytest.mark.skipif(PURE, reason="BSEMU_PURE_CODEC=1: the pure-Python codec runs alone")

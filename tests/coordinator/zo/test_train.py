@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,7 @@ from coordinator import zo_config as zc
 from coordinator.zo_config import ZOConfig, ZOConfigError
 from coordinator.zo_train import Evaluator, Exchange, make_trainer, train
 from protocol.log import MessageLog
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests import ROOT
 
 
 def small(**sections) -> ZOConfig:

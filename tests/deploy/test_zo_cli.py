@@ -13,8 +13,8 @@ import pytest
 from coordinator import zo_config as zc
 from coordinator.zo_config import ZOConfig
 from coordinator.zo_sweep import EXPERIMENTS
+from tests import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 ITS = 3
 TINY = ["--set", "algo.b1=5", "--set", "algo.b2=5", "--set", "run.eval_sequences=2", "--set", "run.eval_slots=4"]
 
