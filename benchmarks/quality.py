@@ -34,8 +34,11 @@ sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from coordinator.trainer import Trainer, evaluate_policy, make_backend, scenario_of  # noqa: E402
-from deploy.config import TrainConfig, load_config  # noqa: E402
+from coordinator.trpo.backend import make_backend  # noqa: E402
+from coordinator.trpo.config import TrainConfig, scenario_of  # noqa: E402
+from coordinator.trpo.evaluate import evaluate_policy  # noqa: E402
+from coordinator.trpo.trainer import Trainer  # noqa: E402
+from deploy.config import load_config  # noqa: E402
 from radio.evaluation import classical_methods, run_methods  # noqa: E402
 from radio.rates import sum_rate  # noqa: E402
 

@@ -27,8 +27,10 @@ sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 
 import torch  # noqa: E402
 
-from coordinator.trainer import Trainer, make_backend  # noqa: E402
-from deploy.config import TrainConfig, load_config  # noqa: E402
+from coordinator.trpo.backend import make_backend  # noqa: E402
+from coordinator.trpo.config import TrainConfig  # noqa: E402
+from coordinator.trpo.trainer import Trainer  # noqa: E402
+from deploy.config import load_config  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "deploy" / "configs"
 # the shipped config of a scheme, timed as it is on each backend in the "shipped" columns
@@ -86,13 +88,11 @@ def main() -> None:
     torch.set_num_threads(1)
     backends = a.backends.split(",")
     nan = (float("nan"), float("nan"))
+    session = None
     if "ray" in backends:
-        import ray
+        from coordinator.session import ray_session
 
-        from coordinator.ray_backend import RAY_SYSTEM_CONFIG  # the embedded Ray of `bsemu train`
-
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _system_config=RAY_SYSTEM_CONFIG)
+        session = ray_session()   # the embedded Ray of `bsemu train`
     print(f"{a.kind}, M = {a.episodes}, policy/value 3x256 ELU, median of {a.iters} iterations per column after 1 "
           f"warm-up, the columns interleaved; load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'scheme':<12} {'inproc s/it':>11} {'ray s/it':>9} {'ray/inproc':>10} {'inproc steps/s':>14} "
@@ -133,8 +133,8 @@ def main() -> None:
                      f"CG {cf.trpo.cg_iters}, fvp_stride {cf.trpo.fvp_stride}, {cf.run.threads} threads): "
                      + ", ".join(f"{res['shipped_' + b][1]:.0f} steps/s {b}" for b in backends))
         print(line + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
-    if "ray" in backends:
-        ray.shutdown()
+    if session is not None:
+        session.close()
 
 
 if __name__ == "__main__":

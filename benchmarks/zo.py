@@ -25,8 +25,9 @@ from pathlib import Path
 sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from coordinator.zo_config import ZOConfig  # noqa: E402
-from coordinator.zo_train import Evaluator, Exchange, make_trainer, train  # noqa: E402
+from coordinator.zo.config import ZOConfig  # noqa: E402
+from coordinator.zo.links import Exchange  # noqa: E402
+from coordinator.zo.train import Evaluator, make_trainer, train  # noqa: E402
 from protocol.log import MessageLog  # noqa: E402
 
 PAPER = {5: (4.95, 5.12), 10: (5.31, 5.35), 15: (5.63, 5.71)}
@@ -51,16 +52,16 @@ def first_samples(rows: list[dict], level: float) -> str:
 def references(cfg: ZOConfig) -> tuple[float, float, float]:
     """(max power, WMMSE, direct-gain threshold) mean sum-rate on the evaluator's held-out channels.
     The threshold policy p_i = p_max [G_ii > tau] has its tau fitted on 20000 other slots."""
-    from bs_agent.zo_math import PURPOSE_EVAL, rng_for
-    from coordinator import zo_config as zc
-    from coordinator.zo_air import best_direct_threshold, threshold_sum_rate
+    from coordinator.zo import config as zc
+    from coordinator.zo.air import best_direct_threshold, threshold_sum_rate
     from radio.problem import Problem
+    from radio.seeding import ZoStream, rng_for
     from radio.wmmse import wmmse
 
     ev = Evaluator(cfg)
     G = ev.G.reshape(-1, *ev.G.shape[-2:])
     s2, pm = cfg.scenario.noise_w, cfg.scenario.p_max_w
-    fit = zc.scenario(cfg).sample(20000, rng_for(cfg.run.seed, PURPOSE_EVAL, 1)).G
+    fit = zc.scenario(cfg).sample(20000, rng_for(cfg.run.seed, ZoStream.EVAL, 1)).G
     thr = threshold_sum_rate(G, s2, pm, best_direct_threshold(fit, s2, pm))
     return ev.max_power, float(wmmse(Problem(G, s2, pm)).value.mean()), thr
 
@@ -139,12 +140,12 @@ def speed(args: argparse.Namespace) -> None:
     N = cfg.scenario.n_links
     variants = [] if args.skip_ray else [1, N]
     times: dict[str, list[float]] = {"inproc": [], **{f"ray {g}/actor": [] for g in variants}}
+    session = None
     if variants:
-        import ray
+        from coordinator.session import ray_session
+        from coordinator.zo.ray_links import RayLinks
 
-        from coordinator.zo_ray import RayLinks
-
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        session = ray_session(num_cpus=2)
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     try:
         for _ in range(args.speed_repeats):
@@ -158,8 +159,8 @@ def speed(args: argparse.Namespace) -> None:
                     links.close()
             print("  " + " | ".join(f"{k} {v[-1] * 1e3:.2f}" for k, v in times.items()) + " ms/it", flush=True)
     finally:
-        if variants:
-            ray.shutdown()
+        if session is not None:
+            session.close()
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     line = " | ".join(f"{k} {v * 1e3:.2f} ms/it" + ("" if k == "inproc" else f" ({v / med['inproc']:.2f}x)")
                       for k, v in med.items())

@@ -9,7 +9,7 @@ can reach with that family, not a method of the paper.
 Training runs E parallel channel chains: at every step each chain draws a fresh channel G(t),
 every link measures its inputs from G(t) and the powers p(t-1) actually in force (as in the air),
 and the gradient is that of the slot's sum-rate with the measured inputs held fixed (the
-centralized Adam baseline's gradient, coordinator.zo_train.FirstOrder).
+centralized Adam baseline's gradient, coordinator.zo.first_order.FirstOrder).
 
 Local input groups of link i (all as log10(1 + x / sigma^2), standardised on full-power samples):
     direct   G_ii p_max                          its direct gain
@@ -45,11 +45,11 @@ sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 
 import torch  # noqa: E402
 
-from bs_agent.zo_math import PURPOSE_AIR, rng_for  # noqa: E402
-from coordinator import zo_config as zc  # noqa: E402
-from coordinator.zo_config import ZOConfig  # noqa: E402
-from coordinator.zo_train import Evaluator  # noqa: E402
+from coordinator.zo import config as zc  # noqa: E402
+from coordinator.zo.config import ZOConfig  # noqa: E402
+from coordinator.zo.train import Evaluator  # noqa: E402
 from radio.rates import sum_rate_torch  # noqa: E402
+from radio.seeding import ZoStream, rng_for  # noqa: E402
 
 GROUPS = ("direct", "rx", "reach", "rxfull", "csum", "ceach", "prev")
 PAPER = {5: 4.95, 10: 5.31, 15: 5.63}
@@ -133,7 +133,7 @@ def train_family(cfg: ZOConfig, groups, hidden, steps: int, chains: int, lr: tup
     """(held-out sum-rate, seconds) of one family trained with Adam for ``steps`` steps of ``chains`` slots."""
     N, s2, pmax = cfg.scenario.n_links, cfg.scenario.noise_w, cfg.scenario.p_max_w
     sc = zc.scenario(cfg)
-    rng = rng_for(cfg.run.seed, PURPOSE_AIR, 99)
+    rng = rng_for(cfg.run.seed, ZoStream.AIR, 99)
     norm = norm_of(torch.from_numpy(sc.sample(4096, rng).G), s2, pmax)
     pol = Policy(N, groups, hidden, norm, torch.Generator().manual_seed(cfg.run.seed))
     opt = torch.optim.Adam(pol.parameters(), lr=lr[0])

@@ -1,4 +1,4 @@
-"""The `bsemu` command line. Each sub-command lives in its own module with
+"""The `bsemu` command line. Each sub-command lives in its own module of :mod:`deploy.commands` with
 ``register(subparsers) -> None`` that adds a parser whose ``func(args) -> int`` runs it.
 
 Exit codes: 0 success, 2 bad input (config, file, argument), 1 anything else.
@@ -17,27 +17,39 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import sys  # noqa: E402
 
+from coordinator.config import ConfigError  # noqa: E402
 from deploy.errors import UsageError  # noqa: E402
+from radio.problem import ProblemError  # noqa: E402
 
 # one line per sub-command module; each module owns its own parser and runner
 COMMAND_MODULES = (
-    "deploy.cmd_baselines",
-    "deploy.cmd_train",
-    "deploy.cmd_zo",
+    "deploy.commands.baselines",
+    "deploy.commands.train",
+    "deploy.commands.zo",
 )
+
+DESCRIPTION = ("bsemu: cellular base stations as Ray actors that learn downlink power allocation "
+               "(paper 1: TRPO, centralized / round-robin / fully decentralized; paper 2: zeroth-order "
+               "decentralized training), exchanging real messages over ZeroMQ.")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bsemu")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bsemu", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="bsemu", description=DESCRIPTION,
+                                     epilog="`bsemu COMMAND --help` describes a command. Exit codes: 0 done, "
+                                            "2 bad input (nothing written), 1 anything else.")
+    parser.add_argument("--version", action="version", version=f"bsemu {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # sub-command not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -45,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UsageError as exc:
+    except (UsageError, ConfigError, ProblemError) as exc:
         print(f"bsemu {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

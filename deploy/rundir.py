@@ -2,8 +2,10 @@
 
     RUN_DIR/config.yaml       resolved configuration
     RUN_DIR/meta.json         seed, package versions, git commit, argv, start time
-    RUN_DIR/metrics.csv       one row per iteration (appended on resume)
-    RUN_DIR/checkpoints/      ckpt-<iteration>.pt, written atomically, the last few kept
+    RUN_DIR/metrics.csv       one row per iteration (cut back to the checkpoint and appended on resume)
+    RUN_DIR/messages.csv      the message log (likewise)
+    RUN_DIR/checkpoints/      ckpt-<iteration>.pt, written atomically, the last few kept; tensors and plain
+                              types only (numpy arrays are stored as tensors), read with weights_only=True
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +69,12 @@ class CsvWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fields: list[str] | None = None
+        self.rows = 0                      # data rows in the file
         if path.exists() and path.stat().st_size > 0:
             with path.open(newline="") as f:
-                header = next(csv.reader(f), None)
+                reader = csv.reader(f)
+                header = next(reader, None)
+                self.rows = sum(1 for _ in reader)
             self._fields = list(header) if header else None
         self._fh = path.open("a", newline="")
         self._writer: csv.DictWriter | None = None
@@ -83,6 +88,7 @@ class CsvWriter:
             self._writer.writeheader()
         self._writer.writerow(dict(row))
         self._fh.flush()
+        self.rows += 1
 
     def close(self) -> None:
         self._fh.close()
@@ -177,7 +183,7 @@ class RunDir:
         d.mkdir(exist_ok=True)
         f = d / f"ckpt-{int(iteration):08d}.pt"
         tmp = d / f".{f.name}.tmp"
-        torch.save(dict(state, iteration=int(iteration)), tmp)
+        torch.save(_to_tensors(dict(state, iteration=int(iteration))), tmp)
         os.replace(tmp, f)
         for _, old in self._ckpts()[: -self.keep]:
             old.unlink(missing_ok=True)
@@ -189,7 +195,58 @@ class RunDir:
         ck = self._ckpts()
         if not ck:
             return None
-        return torch.load(ck[-1][1], map_location="cpu", weights_only=False)
+        return _from_tensors(torch.load(ck[-1][1], map_location="cpu", weights_only=True))
+
+
+_NDARRAY = "__ndarray__"
+
+
+def _to_tensors(x: Any) -> Any:
+    """A checkpoint's state with every numpy array as ``{"__ndarray__": tensor}`` and numpy scalars as
+    Python numbers, so that it loads with ``torch.load(weights_only=True)`` (no pickled objects)."""
+    import torch
+
+    if isinstance(x, np.ndarray):
+        return {_NDARRAY: torch.from_numpy(np.array(x, copy=True))}
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _to_tensors(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_tensors(v) for v in x)
+    return x
+
+
+def _from_tensors(x: Any) -> Any:
+    """Inverse of :func:`_to_tensors`."""
+    if isinstance(x, dict):
+        if len(x) == 1 and _NDARRAY in x:
+            return x[_NDARRAY].numpy()
+        return {k: _from_tensors(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_from_tensors(v) for v in x)
+    return x
+
+
+def cut_csv(path: Path, rows: int | None = None, keep: Any = None) -> None:
+    """Keep the header and the first ``rows`` complete data rows of a CSV (or, with ``keep(row) -> bool``,
+    the rows it accepts); a last line cut mid-row by a crash is dropped either way."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]                       # a row cut mid-way
+    if not lines:
+        path.write_text("")
+        return
+    header, body = lines[0], lines[1:]
+    if rows is not None:
+        body = body[:rows]
+    if keep is not None:
+        names = next(csv.reader([header]))
+        body = [ln for ln in body if keep(dict(zip(names, next(csv.reader([ln])), strict=False)))]
+    path.write_text(header + "".join(body))
 
 
 def _json_default(o: Any) -> Any:
@@ -200,63 +257,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def ewma(x: Iterable[float], w: float = 0.96) -> np.ndarray:
-    """Exponentially weighted average of paper 1 footnote 2:
-    s[1] = x[1];  s[n] = w x[n] + (1 - w) s[n-1]."""
-    xs = np.asarray(list(x), dtype=np.float64)
-    s = np.empty_like(xs)
-    for i, v in enumerate(xs):
-        s[i] = v if i == 0 else w * v + (1.0 - w) * s[i - 1]
-    return s
-
-
-def read_csv(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of a metrics CSV as float arrays (non-numeric cells become NaN)."""
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    out: dict[str, np.ndarray] = {}
-    for k in rows[0]:
-        vals = []
-        for r in rows:
-            try:
-                vals.append(float(r[k]))
-            except (TypeError, ValueError):
-                vals.append(float("nan"))
-        out[k] = np.asarray(vals)
-    return out
-
-
-def plot_curves(csv_or_dict: str | Path | Mapping[str, Sequence[float]], keys: Sequence[str],
-                out_png: str | Path, x_key: str = "iteration", w: float | None = 0.96,
-                title: str | None = None) -> Path:
-    """Learning curves of ``keys`` (raw, and exponentially weighted with ``w`` if given) into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = read_csv(csv_or_dict) if isinstance(csv_or_dict, (str, Path)) else \
-        {k: np.asarray(v, dtype=np.float64) for k, v in csv_or_dict.items()}
-    keys = [k for k in keys if k in data]
-    fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(7, 2.6 * max(1, len(keys))), squeeze=False)
-    for ax, k in zip(axes[:, 0], keys, strict=False):  # no keys: one empty panel
-        y = data[k]
-        x = data.get(x_key, np.arange(len(y)))
-        ax.plot(x, y, lw=0.8, alpha=0.5 if w else 1.0, label=f"{k} (raw)")
-        if w is not None and len(y):
-            ax.plot(x, ewma(y, w), lw=1.6, label=f"{k} (EWMA w={w})")
-        ax.set_ylabel(k)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[-1, 0].set_xlabel(x_key)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

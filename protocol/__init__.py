@@ -56,6 +56,7 @@ CURVE
 """
 
 from .barrier import broadcast_barrier, ring_barrier
+from .broadcast import BroadcastNode
 from .clock import ClockOffset, ClockSample, estimate_clock_offset, offset_from_samples
 from .codec import DEFAULT_LIMITS, Limits, decode, encode, encode_fields, frame_size
 from .envelope import (
@@ -91,8 +92,9 @@ from .log import (
     summary_markdown,
     write_summary_files,
 )
+from .node import DEFAULT_HWM, Node, NodeStats, bind_host, make_context, node_address
+from .ring import RingNode
 from .security import NodeKeys, generate_run_keys, save_public_keys
-from .transport import DEFAULT_HWM, BroadcastNode, NodeStats, RingNode, bind_host, node_address
 
 __all__ = [
     "BROADCAST", "COORDINATOR", "CONTROL_KINDS", "SCHEMA_VERSION", "Envelope", "Kind", "Payload",
@@ -103,7 +105,7 @@ __all__ = [
     "LinkModel", "LinkDecision", "LinkEmulator", "link_rng", "Clock", "NO_DELAY",
     "MessageLog", "merge_summaries", "summarize_csv", "summary_markdown", "write_summary_files",
     "SENT", "RECEIVED", "DROPPED",
-    "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "bind_host", "node_address",
+    "Node", "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "bind_host", "node_address", "make_context",
     "broadcast_barrier", "ring_barrier",
     "ClockSample", "ClockOffset", "estimate_clock_offset", "offset_from_samples",
     "NodeKeys", "generate_run_keys", "save_public_keys",

@@ -22,9 +22,10 @@ reachable (and, with CURVE, admitted): send HELLO to every peer, wait for HELLO 
 
 from __future__ import annotations
 
+from .broadcast import BroadcastNode
 from .envelope import Envelope, Kind, now_ns
 from .errors import BarrierTimeout
-from .transport import BroadcastNode, RingNode
+from .ring import RingNode
 
 
 def broadcast_barrier(node: BroadcastNode, timeout_s: float = 30.0, interval_ms: int = 5, iteration: int = 0) -> None:

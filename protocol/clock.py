@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from .envelope import Envelope, Kind, now_ns
 from .errors import ConfigError, MalformedMessage, TransportError
-from .transport import RingNode
+from .ring import RingNode
 
 
 class ClockSample(NamedTuple):

@@ -256,5 +256,24 @@ class LinkEmulator:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def state(self) -> dict[str, Any]:
+        """Plain-type state (ints, lists, the generators' states) for a checkpoint, with nothing held:
+        what each link has drawn so far (its generator, its last due time, its message count)."""
+        if self._heap:
+            raise ConfigError(f"link emulator: {len(self._heap)} messages held; checkpoint when none is in flight")
+        links = [[s, r, None if ln.rng is None else ln.rng.bit_generator.state, ln.last_due, ln.count]
+                 for (s, r), ln in self._links.items()]
+        return {"links": links, "counters": [self._counter, self.submitted, self.dropped, self.released]}
+
+    def load_state(self, st: Mapping[str, Any]) -> None:
+        """Restore :meth:`state` (on an emulator built with the same models, seed and clock)."""
+        self._links, self._heap = {}, []
+        for s, r, rng_state, last_due, count in st["links"]:
+            link = self._link(int(s), int(r))
+            if rng_state is not None and link.rng is not None:
+                link.rng.bit_generator.state = rng_state
+            link.last_due, link.count = int(last_due), int(count)
+        self._counter, self.submitted, self.dropped, self.released = (int(x) for x in st["counters"])
+
 
 __all__ = ["Clock", "LinkModel", "LinkDecision", "LinkEmulator", "link_rng", "NO_DELAY"]

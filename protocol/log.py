@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -232,6 +233,36 @@ class MessageLog:
         return _build_summary(self._by_kind, self._by_link, self._by_iter, self._latency, self.run_id, self.node)
 
 
+Row = tuple[int, ...]
+"""``(event, kind, sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns[, delay_ns, delay_slots])``,
+the arguments of :meth:`protocol.MessageLog.record`."""
+
+
+
+class RowCapture(MessageLog):
+    """A node's log that keeps the rows it is given (no file, no aggregates), so that an actor can
+    return what its node really sent and received to the coordinator's log (run folders need not
+    be shared between cluster nodes)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.rows: list[Row] = []
+        self.lock = threading.Lock()      # a receiver thread may record while the actor takes
+
+    def record(self, event: int, kind: int, sender: int, receiver: int, iteration: int, seq: int, nbytes: int,
+               t_send_ns: int = 0, t_recv_ns: int = 0, delay_ns: int = 0, delay_slots: int = 0) -> None:
+        row = (int(event), int(kind), sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns, delay_ns,
+               delay_slots)
+        with self.lock:
+            self.rows.append(row)
+
+    def take(self) -> list[Row]:
+        """The rows recorded since the last call."""
+        with self.lock:
+            rows, self.rows = self.rows, []
+        return rows
+
+
 def _cb(acc: list[int]) -> dict[str, int]:
     return {"count": acc[0], "bytes": acc[1]}
 
@@ -371,6 +402,8 @@ def write_summary_files(summary: dict[str, Any], stem: str | Path) -> tuple[Path
 
 __all__ = [
     "MessageLog",
+    "Row",
+    "RowCapture",
     "merge_summaries",
     "summarize_csv",
     "summary_markdown",

@@ -51,9 +51,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from radio.problem import Problem, ProblemError
-from radio.rates import sum_rate
+from radio.rates import LN2, sum_rate
 
-LN2 = float(np.log(2.0))
 MAX_LINKS = 8
 _REL_TIE = 1e-12  # relative tolerance when testing the cell structure of G
 

@@ -7,12 +7,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A real local Ray (2 CPUs, no dashboard), started once and shared by every test that needs it."""
+    """A real local Ray (2 CPUs, no dashboard), started once and shared by every test that needs it,
+    through bsemu's own session policy (:mod:`coordinator.session`)."""
     ray = pytest.importorskip("ray")
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        started = True
+    from coordinator.session import ray_session as start
+
+    session = start(num_cpus=2)
     yield ray
-    if started:
-        ray.shutdown()
+    session.close()

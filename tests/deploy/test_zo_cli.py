@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import zo_config as zc
-from coordinator.zo_config import ZOConfig
-from coordinator.zo_sweep import EXPERIMENTS
+from coordinator.zo import config as zc
+from coordinator.zo.config import ZOConfig
+from deploy.sweeps import EXPERIMENTS
 from tests import ROOT
 
 ITS = 3

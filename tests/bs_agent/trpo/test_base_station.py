@@ -7,18 +7,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from bs_agent.base_station import AgentSpec, BaseStation
-from bs_agent.state import local_csi, relative_order, relative_powers
-from bs_agent.trpo import (
-    conjugate_gradient,
-    end_of_episode_returns,
-    flat_params,
-    gaussian_kl,
-    gaussian_log_prob,
-    line_search,
-    set_flat_params,
-    trpo_step,
-)
+from bs_agent.trpo.base_station import AgentSpec, BaseStation
+from bs_agent.trpo.gaussian import gaussian_kl, gaussian_log_prob
+from bs_agent.trpo.nets import flat_params, set_flat_params
+from bs_agent.trpo.state import local_csi, relative_order, relative_powers
+from coordinator.trpo.optim import conjugate_gradient, end_of_episode_returns, line_search, trpo_step
 
 
 def tiny_bs(scheme="full", M=9, seed=0, fvp_stride=1, value_batches=1) -> BaseStation:
@@ -242,7 +235,7 @@ def test_bfloat16_critic_is_the_float32_critic_to_bfloat16_accuracy():
 def test_forward_without_cache_is_the_cached_forward_and_the_module():
     """The line search's forward (no elu' kept) gives the very values of the cached one, which are the
     module's own output, at the module's parameters and at a flat candidate."""
-    from bs_agent.nets import mlp_forward, mlp_forward_cache, unflat
+    from bs_agent.trpo.nets import mlp_forward, mlp_forward_cache, unflat
 
     bs = tiny_bs(M=7)
     params = list(bs.policy.parameters())
@@ -259,7 +252,7 @@ def test_forward_without_cache_is_the_cached_forward_and_the_module():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_elu_and_derivative_match_torch_elu_and_autograd(dtype):
     """ELU(z) exactly for z > 0 and within half an ulp of 1 below; ELU'(z) equal to autograd's."""
-    from bs_agent.nets import elu_and_derivative
+    from bs_agent.trpo.nets import elu_and_derivative
 
     z = (torch.randn(4000, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 4).to(dtype)
     z[:3] = torch.tensor([0.0, -0.0, 1e-30], dtype=dtype)

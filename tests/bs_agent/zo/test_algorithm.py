@@ -5,28 +5,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bs_agent.zo_agent import ZOHyper, ZOLinkAgent
-from bs_agent.zo_math import (
+from bs_agent.zo.agent import ZOHyper, ZOLinkAgent
+from bs_agent.zo.algorithm import (
     RelayBuffer,
-    diameter,
-    fully_connected,
-    hop_distances,
-    messages_per_iteration,
     perturbation,
-    random_connected_graph,
     step_size,
     two_point_estimate,
     update_async,
     update_graph,
     update_sync,
 )
-from bs_agent.zo_policy import (
+from bs_agent.zo.policy import (
     MLPSpec,
     PolicyGroups,
     forward_stacked,
     forward_stacked_torch,
     local_states,
     local_states_torch,
+)
+from coordinator.zo.graphs import (
+    diameter,
+    fully_connected,
+    hop_distances,
+    messages_per_iteration,
+    random_connected_graph,
 )
 
 
@@ -277,7 +279,7 @@ def test_layer_scale_is_algorithm_1_on_the_reparametrised_policy():
 def test_memoryless_inputs_and_logit_bound_by_hand_and_air_matches_slot_by_slot():
     import torch
 
-    from coordinator.zo_air import run_slots
+    from coordinator.zo.air import run_slots
 
     N, s2, pm = 4, 0.5, np.full(4, 10.0)
     rng = np.random.default_rng(3)
@@ -324,8 +326,8 @@ def test_memoryless_inputs_and_logit_bound_by_hand_and_air_matches_slot_by_slot(
 def test_pooled_caused_interference_by_hand_and_air_matches_slot_by_slot():
     import torch
 
-    from bs_agent.zo_policy import feature_mask, feature_norm
-    from coordinator.zo_air import run_slots
+    from bs_agent.zo.policy import feature_mask, feature_norm
+    from coordinator.zo.air import run_slots
 
     # 3 links, sigma^2 = 0.5, p_max = 10; G[i, j] = gain from transmitter j to receiver i
     s2, pm = 0.5, np.full(3, 10.0)
@@ -396,7 +398,7 @@ def test_ceiling_study_input_groups_by_hand():
 def test_param_bound_by_hand_off_by_default_and_air_matches():
     import torch
 
-    from coordinator.zo_air import run_slots
+    from coordinator.zo.air import run_slots
 
     N, s2, pm = 3, 0.5, np.full(3, 10.0)
     rng = np.random.default_rng(5)

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.trainer import Trainer, evaluate_policy, make_backend, scenario_of
-from deploy.config import TrainConfig, load_config
+from coordinator.trpo.backend import make_backend
+from coordinator.trpo.config import TrainConfig, scenario_of
+from coordinator.trpo.evaluate import evaluate_policy
+from coordinator.trpo.trainer import Trainer
+from deploy.config import load_config
 from radio.rates import sum_rate
 from radio.simple import max_power
 from tests import ROOT

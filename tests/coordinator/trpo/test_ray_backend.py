@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coordinator.trainer import SEED_AGENT, Trainer, agent_spec, child_seed, make_backend
-from deploy.config import TrainConfig, load_config
+from coordinator.trpo.backend import make_backend
+from coordinator.trpo.config import TrainConfig, agent_spec
+from coordinator.trpo.trainer import Trainer
+from deploy.config import load_config
+from radio.seeding import TrpoStream, child_seed
 
 pytestmark = pytest.mark.ray
 
@@ -65,7 +68,8 @@ def test_two_node_cluster_training():
     import ray
     from ray.cluster_utils import Cluster
 
-    from coordinator.ray_backend import RayBackend
+    from coordinator.session import ray_session
+    from coordinator.trpo.ray_backend import RayBackend
 
     was = ray.is_initialized()
     if was:
@@ -74,11 +78,11 @@ def test_two_node_cluster_training():
                                                             "include_dashboard": False})
     cluster.add_node(num_cpus=1, resources={"node_b": 10})
     try:
-        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        session = ray_session(cluster.address)
         cluster.wait_for_nodes()
         cfg = load_config(TrainConfig, None, SMALL + ["run.scheme=partial", "run.backend=ray"])
         spec = agent_spec(cfg)
-        seeds = [child_seed(cfg.run.seed, SEED_AGENT, i) for i in range(spec.B)]
+        seeds = [child_seed(cfg.run.seed, TrpoStream.AGENT, i) for i in range(spec.B)]
         opts = [{"resources": {"node_a" if i % 2 == 0 else "node_b": 1}} for i in range(spec.B)]
         be = RayBackend(spec, seeds, actor_options=opts)
         try:
@@ -90,10 +94,10 @@ def test_two_node_cluster_training():
         finally:
             be.close()
     finally:
-        ray.shutdown()
+        session.close()
         cluster.shutdown()
         if was:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray_session(num_cpus=2)
 
 
 def test_fvp_phase_over_ring_equals_ray_calls(ray_session):
@@ -101,12 +105,12 @@ def test_fvp_phase_over_ring_equals_ray_calls(ray_session):
     the same phase by Ray calls, and its frames really crossed the nodes (not counted as ring hops)."""
     import ray
 
-    from coordinator.ray_backend import RayBackend
+    from coordinator.trpo.ray_backend import RayBackend
 
     torch.set_num_threads(1)
     cfg = load_config(TrainConfig, None, SMALL + ["run.scheme=full", "run.backend=ray"])
     spec = agent_spec(cfg)
-    seeds = [child_seed(cfg.run.seed, SEED_AGENT, i) for i in range(spec.B)]
+    seeds = [child_seed(cfg.run.seed, TrpoStream.AGENT, i) for i in range(spec.B)]
     out = {}
     for ring in (True, False):
         be = RayBackend(spec, seeds, fvp_over_ring=ring)

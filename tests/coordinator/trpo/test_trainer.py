@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.trainer import Trainer, evaluate_policy, make_backend, random_positions
-from deploy.config import TrainConfig, load_config
+from coordinator.trpo.backend import make_backend
+from coordinator.trpo.config import TrainConfig
+from coordinator.trpo.evaluate import evaluate_policy
+from coordinator.trpo.trainer import Trainer, random_positions
+from deploy.config import load_config
 
 SMALL = ["policy.hidden=16", "policy.layers=2", "trpo.episodes=64", "trpo.cg_iters=5", "trpo.value_epochs=2",
          "run.backend=inproc"]
@@ -77,7 +80,7 @@ def test_random_positions_are_permutations():
 
 def test_evaluate_policy_respects_power_limits():
     tr, _ = train(["run.scheme=partial", "scenario.bs_sum_power_dbm=43"])
-    from coordinator.trainer import scenario_of
+    from coordinator.trpo.config import scenario_of
 
     pr = scenario_of(tr.cfg).sample(20, np.random.default_rng(0))
     p = evaluate_policy(tr.cfg, tr.theta, pr)

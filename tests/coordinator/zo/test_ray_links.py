@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.zo_config import ZOConfig
-from coordinator.zo_train import Evaluator, Exchange, make_trainer, train
+from coordinator.zo.config import ZOConfig
+from coordinator.zo.links import Exchange
+from coordinator.zo.train import Evaluator, make_trainer, train
 from protocol.log import MessageLog
 
 pytestmark = pytest.mark.ray
@@ -27,7 +28,7 @@ def _cfg(**algo) -> ZOConfig:
 def test_inproc_equals_ray_in_logical_time(ray_session, algo, per_actor):
     """Same trajectories and the same d traffic in the log, whether each link has its own actor or
     several links share one (each still with its own agent and ZeroMQ node)."""
-    from coordinator.zo_ray import RayLinks
+    from coordinator.zo.ray_links import RayLinks
 
     cfg = _cfg(**algo)
     ex_a, ex_b = Exchange(), Exchange()
@@ -69,7 +70,7 @@ def test_ray_resume_from_checkpoint_equals_uninterrupted_inproc(ray_session):
     here packed differently (states are per link, not per actor)."""
     import copy
 
-    from coordinator.zo_ray import RayLinks
+    from coordinator.zo.ray_links import RayLinks
 
     cfg = _cfg(update="async", asynchrony=40.0, delay_kind="uniform", jitter=3.0, drop_prob=0.2)
     ref = make_trainer(cfg, MessageLog(None), Exchange())

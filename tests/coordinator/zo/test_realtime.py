@@ -10,9 +10,11 @@ import csv
 import numpy as np
 import pytest
 
-from coordinator import zo_config as zc
-from coordinator.zo_config import ZOConfig, ZOConfigError
-from coordinator.zo_train import Evaluator, Exchange, make_trainer, train
+from coordinator.config import ConfigError
+from coordinator.zo import config as zc
+from coordinator.zo.config import ZOConfig
+from coordinator.zo.links import Exchange
+from coordinator.zo.train import Evaluator, make_trainer, train
 from protocol.log import MessageLog
 from tests import ROOT
 
@@ -30,7 +32,7 @@ def _cfg(**algo) -> ZOConfig:
 @pytest.mark.ray
 @pytest.mark.parametrize("per_actor", [1, 2])
 def test_real_clock_learns_and_its_log_adds_up(ray_session, tmp_path, per_actor):
-    from coordinator.zo_ray import RayLinks
+    from coordinator.zo.ray_links import RayLinks
 
     cfg = _cfg()
     log, ex = MessageLog(tmp_path / "messages.csv"), Exchange()
@@ -67,11 +69,11 @@ def test_real_clock_learns_and_its_log_adds_up(ray_session, tmp_path, per_actor)
 
 
 def test_real_clock_config_is_validated():
-    with pytest.raises(ZOConfigError, match="run.backend=ray"):
+    with pytest.raises(ConfigError, match="run.backend=ray"):
         zc.validate(_cfg().replace(run={"backend": "inproc"}))
-    with pytest.raises(ZOConfigError, match="algo.update=async or graph"):
+    with pytest.raises(ConfigError, match="algo.update=async or graph"):
         zc.validate(_cfg(update="sync"))
-    with pytest.raises(ZOConfigError, match="backend=ray"):
+    with pytest.raises(ConfigError, match="backend=ray"):
         make_trainer(_cfg().replace(run={"backend": "inproc"}), MessageLog(None), Exchange())
     zc.validate(_cfg(update="graph", graph="random"))
     zc.validate(_cfg(asynchrony=25.0, delay=0.3))                          # no slot bound on the real clock
@@ -87,7 +89,7 @@ def test_cli_real_clock_run_folder(tmp_path):
     sets = ["run.clock=real", "run.backend=ray", "algo.update=async", "algo.b1=10", "algo.b2=10", "run.slot_s=0.0005",
             "run.guard_slots=40", "algo.delay=0.001", "run.iterations=10", "run.eval_every=5",
             "run.checkpoint_every=5", "run.eval_sequences=2"]
-    cmd = [sys.executable, "-m", "deploy.cli", "zo", "--config", "deploy/configs/zo_demo.yaml", "--quiet",
+    cmd = [sys.executable, "-m", "deploy.cli", "zo", "--config", "deploy/configs/zo_demo.yaml", "--no-progress",
            "--run-dir", str(rd)]
     for s in sets:
         cmd += ["--set", s]

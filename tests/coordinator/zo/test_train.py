@@ -9,10 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from bs_agent.zo_math import messages_per_iteration
-from coordinator import zo_config as zc
-from coordinator.zo_config import ZOConfig, ZOConfigError
-from coordinator.zo_train import Evaluator, Exchange, make_trainer, train
+from coordinator.config import ConfigError
+from coordinator.zo import config as zc
+from coordinator.zo.config import ZOConfig
+from coordinator.zo.graphs import messages_per_iteration
+from coordinator.zo.links import Exchange
+from coordinator.zo.train import Evaluator, make_trainer, train
 from protocol.log import MessageLog
 from tests import ROOT
 
@@ -95,11 +97,11 @@ def test_first_order_baselines_run_and_log_their_traffic(method):
 
 
 def test_bad_config_combinations_raise_typed_errors():
-    with pytest.raises(ZOConfigError, match="algo.asynchrony"):
+    with pytest.raises(ConfigError, match="algo.asynchrony"):
         zc.validate(small(algo={"update": "sync", "asynchrony": 10.0}))
-    with pytest.raises(ZOConfigError, match="per_link_hidden"):
+    with pytest.raises(ConfigError, match="per_link_hidden"):
         zc.validate(small(policy={"per_link_hidden": "3;4"}))
-    with pytest.raises(ZOConfigError, match="fl"):
+    with pytest.raises(ConfigError, match="fl"):
         zc.validate(small(run={"method": "fl"}, policy={"per_link_hidden": "3;4;3;3;3"}))
 
 
@@ -117,14 +119,14 @@ def _bsemu(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 
 def test_cli_zo_run_folder_and_resume(tmp_path):
     rd = tmp_path / "run"
-    common = ["--config", "deploy/configs/zo_demo.yaml", "--quiet", "--set", "algo.b1=10", "--set", "algo.b2=10",
+    common = ["--config", "deploy/configs/zo_demo.yaml", "--no-progress", "--set", "algo.b1=10", "--set", "algo.b2=10",
               "--set", "run.eval_every=10", "--set", "run.checkpoint_every=10", "--set", "run.eval_sequences=4"]
     r = _bsemu("zo", *common, "--set", "run.iterations=20", "--run-dir", str(rd))
     assert r.returncode == 0, r.stderr
     for f in ("config.yaml", "meta.json", "metrics.csv", "messages.csv", "messages_summary.json", "curves.png",
               "summary.md", "summary.json"):
         assert (rd / f).is_file(), f
-    r = _bsemu("zo", "--resume", str(rd), "--quiet", "--set", "run.iterations=30")
+    r = _bsemu("zo", "--resume", str(rd), "--no-progress", "--set", "run.iterations=30")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader((rd / "metrics.csv").open()))
     assert [int(x["iteration"]) for x in rows] == [10, 20, 30]
@@ -156,7 +158,7 @@ def test_shipped_zo_configs_load_and_validate(path):
 
 
 def test_direct_gain_threshold_reference_by_hand():
-    from coordinator.zo_air import best_direct_threshold, threshold_sum_rate
+    from coordinator.zo.air import best_direct_threshold, threshold_sum_rate
 
     # 2 links, sigma^2 = 1, p_max = 1. Slot 0: G_11 = 3, G_22 = 1, cross gains 1.
     G = np.array([[[3.0, 1.0], [1.0, 1.0]]])
@@ -168,12 +170,12 @@ def test_direct_gain_threshold_reference_by_hand():
     assert threshold_sum_rate(G, 1.0, 1.0, 5.0) == 0.0
     assert best_direct_threshold(G, 1.0, 1.0, np.array([0.5, 2.0, 5.0])) == 2.0
     # the layer scale must match the layers of every link's policy
-    with pytest.raises(ZOConfigError):
+    with pytest.raises(ConfigError):
         zc.validate(ZOConfig().replace(algo={"layer_scale": (1.0, 2.0, 3.0)}))
 
 
 def test_adam_learning_rate_decay_is_geometric_and_off_by_default():
-    from coordinator.zo_train import adam_lr
+    from coordinator.zo.first_order import adam_lr
 
     cfg = ZOConfig().replace(baseline={"adam_lr": 0.02, "adam_lr_end": 0.0005}, run={"iterations": 100})
     assert adam_lr(cfg, 0) == pytest.approx(0.02)

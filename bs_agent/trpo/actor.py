@@ -1,0 +1,145 @@
+"""A base station as a Ray actor (:class:`BSActor`): its :class:`~bs_agent.trpo.ops.AgentOps` as typed
+actor methods, and its :class:`protocol.RingNode`, over which it passes the round-robin power token to the
+next BS (one message per hop carrying the whole batch of slots) and serves the FVP phase (the conjugate
+gradient's products, the critic rounds riding on them, the first line-search candidate) for the
+coordinator: one ``serve`` Ray call per iteration, then one request and one answer per product on the node.
+
+Each actor's node records what it really sent and received (:class:`protocol.log.RowCapture`); the rows
+come back with the ``round_robin`` call, so the coordinator logs them even when the run folder is not
+shared between cluster nodes. A BS process imports only ``bs_agent``, ``protocol`` and ``radio``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from bs_agent.trpo.base_station import AgentSpec
+from bs_agent.trpo.ops import AgentOps, token_payload
+from protocol import Envelope, Kind, RingNode
+from protocol.log import Row, RowCapture
+
+COORD_NODE = 1 << 16
+"""The coordinator's node id on the ZeroMQ links to the agents (agent ids are 0..B-1; the message log
+names it COORDINATOR, as for the messages carried by Ray calls)."""
+
+
+@ray.remote(num_cpus=0)
+class BSActor(AgentOps):
+    """A BS (or the central agent) in its own process: every :class:`AgentOps` call as a typed actor
+    method, plus its node (the ring and the FVP phase's link to the coordinator)."""
+
+    def __init__(self, bs_id: int, spec: AgentSpec, sample_seed: int, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        super().__init__(bs_id, spec, sample_seed)
+        self.bs_id = bs_id
+        self.node: RingNode | None = None
+        self.capture = RowCapture()
+        self.served = [0, 0]   # frames sent, received by serve() (the node's counters minus these: the ring)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def rss_mb(self) -> float:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    # ---- the ring: bind here (127.0.0.1, or this node's address in cluster mode), report the endpoint
+    def ring_open(self, cluster: bool = False) -> str:
+        host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
+        self.node = RingNode(self.bs_id, host, log=self.capture)
+        return self.node.endpoint
+
+    def ring_connect(self, endpoints: dict[int, str]) -> None:
+        if self.node is None:
+            raise RuntimeError(f"BS {self.bs_id}: ring_connect before ring_open")
+        self.node.connect(endpoints)
+
+    # ---- the FVP phase over the node (one Ray call per iteration instead of one per product)
+    def serve(self, iteration: int, timeout_ms: int = 60_000) -> None:
+        """Answer the coordinator over the node until the first line-search candidate: FVP_REQUEST
+        {"v"} -> FVP {"fvp"}; PARAMETERS {"theta"} -> METRICS {"surrogate", "kl"}, which ends the
+        call. A PARAMETERS {"phi"} just before either is a critic round riding on it: its GRADIENT
+        {"c", "loss"} follows the answer. The coordinator logs these messages as it logs the ones Ray
+        calls carry (this node's rows of them are dropped, so that none is logged twice)."""
+        node, b = self.node, self.bs_id
+        if node is None:
+            raise RuntimeError(f"agent {b}: node not opened")
+        phi, crit = None, False
+        try:
+            while True:
+                env = node.recv(timeout_ms=timeout_ms)
+                if env is None:
+                    raise TimeoutError(f"agent {b}: no request from the coordinator within {timeout_ms} ms")
+                self.served[1] += 1
+                if env.iteration != iteration or env.sender != COORD_NODE:
+                    raise RuntimeError(f"agent {b}: unexpected {env.kind!r} from {env.sender} of iteration "
+                                       f"{env.iteration} while serving iteration {iteration}")
+                pay = env.payload
+                if env.kind == Kind.PARAMETERS and "phi" in pay:
+                    phi, crit = pay["phi"], True
+                    continue
+                if env.kind == Kind.FVP_REQUEST:
+                    x, c = self.fvp(pay["v"], crit, phi)
+                    self._answer(Kind.FVP, {"fvp": x}, c, iteration)
+                elif env.kind == Kind.PARAMETERS and "theta" in pay:
+                    (sv, kl), c = self.surrogate_kl(pay["theta"], crit, phi)
+                    self._answer(Kind.METRICS, {"surrogate": sv, "kl": kl}, c, iteration)
+                    return
+                else:
+                    raise RuntimeError(f"agent {b}: unexpected {env.kind!r} while serving")
+                phi, crit = None, False
+        finally:
+            self.capture.take()
+
+    def _answer(self, kind: Kind, payload: dict, crit: Any, iteration: int) -> None:
+        node, b = self.node, self.bs_id
+        node.send(COORD_NODE, Envelope(kind, b, COORD_NODE, iteration, 0, payload))
+        self.served[0] += 1
+        if crit is not None:
+            c, loss = crit
+            node.send(COORD_NODE, Envelope(Kind.GRADIENT, b, COORD_NODE, iteration, 0, {"c": c, "loss": loss}))
+            self.served[0] += 1
+
+    def round_robin(self, position: np.ndarray, M: int, B: int, L: int, iteration: int, run_id: str = "",
+                    timeout_ms: int = 60_000, csi: np.ndarray | None = None) -> tuple[np.ndarray | None, list[Row]]:
+        """(Load ``csi`` if given, then) B passes of the token around the ring b -> b+1; BS 0 starts
+        from zero power. Returns (the final token's powers at the last BS of the ring, else None; the
+        rows this node recorded)."""
+        node, b = self.node, self.bs_id
+        if node is None:
+            raise RuntimeError(f"BS {b}: ring not opened")
+        if csi is not None:
+            self.load(csi)
+        for n in range(B):
+            if b == 0 and n == 0:
+                p, decided = np.zeros((M, L)), np.zeros((M, B), dtype=bool)
+            else:
+                env = node.recv(timeout_ms=timeout_ms)
+                if env is None:
+                    raise TimeoutError(f"BS {b}: no power token for pass {n} within {timeout_ms} ms")
+                if env.kind != Kind.POWER_VECTOR or env.iteration != iteration:
+                    raise RuntimeError(f"BS {b}: unexpected message {env.kind} of iteration {env.iteration}")
+                p, decided = env.payload["p"].astype(np.float64), env.payload["decided"].astype(bool)
+            self.rr_pass(p, decided, position, n)
+            if b == B - 1 and n == B - 1:
+                return p, self.capture.take()
+            node.send((b + 1) % B, Envelope(Kind.POWER_VECTOR, b, (b + 1) % B, iteration, 0,
+                                            token_payload(p, decided), run_id))
+        return None, self.capture.take()
+
+    def ring_stats(self) -> dict[str, int]:
+        """This node's own counters of the ring (frames sent, messages received, frames rejected; the
+        FVP phase's frames to and from the coordinator are not counted)."""
+        st = self.node.stats if self.node is not None else None
+        return {} if st is None else {"sent": st.sent - self.served[0], "received": st.received - self.served[1],
+                                      "rejected": sum(st.rejected.values())}
+
+    def close(self) -> None:
+        if self.node is not None:
+            self.node.close()
+            self.node = None

@@ -1,0 +1,120 @@
+"""The message log of a run (:class:`RunMessages`), one for both papers: a :class:`protocol.MessageLog`
+(one CSV per run, the same schema the sockets write) that also logs the messages carried by calls and
+can be reopened at a checkpoint.
+
+Two ways a message reaches the log:
+
+* sent over a ZeroMQ node (the round-robin power token, the d messages of the zeroth-order links, the
+  FVP phase's vectors): the rows the nodes recorded (:data:`protocol.log.Row`, compact tuples) are
+  handed to :meth:`RunMessages.record_rows` (or recorded in this process by the node itself);
+* carried by a Ray call (or, in-process, by a function call): CSI uploads, power assignments,
+  gradient / FVP shares, parameters, metrics. :meth:`RunMessages.carried` builds the envelope that
+  would carry it and logs it as sent and received with ``frame_size(env)`` bytes; its ``t_send_ns`` /
+  ``t_recv_ns`` bracket the call that carried it.
+
+Per link (sender → receiver) sequence numbers of carried messages count from 0 in each process, as the
+sockets do. Per-iteration counters of what was sent give the metrics ``msgs_<KIND>`` / ``bytes_<KIND>``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from protocol import COORDINATOR, SENT, Envelope, Kind, MessageLog, frame_size, now_ns
+from protocol.log import EVENTS, Row
+
+__all__ = ["COORDINATOR", "Kind", "RunMessages"]
+
+_INT_COLUMNS = ("sender", "receiver", "iteration", "seq", "nbytes", "t_send_ns", "t_recv_ns", "delay_ns",
+                "delay_slots")
+
+
+class RunMessages(MessageLog):
+    """Every message of a run, streamed to ``path`` (``None``: aggregates only)."""
+
+    def __init__(self, path: str | Path | None = None, run_id: str = "") -> None:
+        super().__init__(path, run_id=run_id[:128])
+        self._seq: dict[tuple[int, int], int] = {}
+        self._iter: dict[int, list[int]] = {}  # kind -> [count, bytes] sent since take_iteration()
+
+    @classmethod
+    def reopen(cls, path: str | Path, run_id: str, rows: int | None = None,
+               before_iteration: int | None = None) -> RunMessages:
+        """Reopen a run's log at a checkpoint: keep its first ``rows`` rows (what was logged when the
+        checkpoint was written), or, for a checkpoint that did not record it, the rows of iterations
+        < ``before_iteration``; the rest (done after the checkpoint and about to be redone) is dropped
+        from the file and from the summary. Without a file, a fresh log."""
+        path = Path(path)
+        old: list[Row] = []
+        if path.is_file():
+            events, kinds = {e: i for i, e in enumerate(EVENTS)}, {k.name: int(k) for k in Kind}
+            with path.open(newline="") as f:
+                for r in csv.DictReader(f):
+                    if rows is not None and len(old) >= rows:
+                        break
+                    row = (events[r["event"]], kinds[r["kind"]], *(int(r[c]) for c in _INT_COLUMNS))
+                    if before_iteration is None or row[4] < before_iteration:
+                        old.append(row)
+        out = cls(path, run_id)
+        for row in old:
+            out.record(*row)
+        return out
+
+    @property
+    def rows_logged(self) -> int:
+        """Rows recorded so far (written or buffered): what a checkpoint keeps."""
+        return self.rows_written + len(self._rows)
+
+    def _next_seq(self, sender: int, receiver: int) -> int:
+        seq = self._seq.get((sender, receiver), 0)
+        self._seq[(sender, receiver)] = seq + 1
+        return seq
+
+    def _count(self, kind: int, nbytes: int) -> None:
+        acc = self._iter.setdefault(int(kind), [0, 0])
+        acc[0] += 1
+        acc[1] += nbytes
+
+    def carried(self, kind: Kind, sender: int, receiver: int, iteration: int, payload: dict[str, Any],
+                t_send_ns: int, t_recv_ns: int | None = None) -> int:
+        """Log one message carried by a call (sent and received); returns its size on the wire."""
+        env = Envelope(kind, sender, receiver, iteration, self._next_seq(sender, receiver), payload, self.run_id,
+                       t_send_ns)
+        n = frame_size(env)
+        self.record_sent(env, n)
+        self.record_received(env, n, t_recv_ns=now_ns() if t_recv_ns is None else t_recv_ns)
+        self._count(kind, n)
+        return n
+
+    def to_each(self, kind: Kind, receivers: Sequence[int], iteration: int, payloads: Sequence[dict[str, Any]],
+                t_send_ns: int, t_recv_ns: int | None = None) -> None:
+        """The coordinator sends ``payloads[i]`` to ``receivers[i]`` (a broadcast: the same payload each)."""
+        t_recv = now_ns() if t_recv_ns is None else t_recv_ns
+        for r, p in zip(receivers, payloads, strict=True):
+            self.carried(kind, COORDINATOR, r, iteration, p, t_send_ns, t_recv)
+
+    def from_each(self, kind: Kind, senders: Sequence[int], iteration: int, payloads: Sequence[dict[str, Any]],
+                  t_send_ns: int, t_recv_ns: int | None = None) -> None:
+        """Every agent ``senders[i]`` sends ``payloads[i]`` to the coordinator."""
+        t_recv = now_ns() if t_recv_ns is None else t_recv_ns
+        for s, p in zip(senders, payloads, strict=True):
+            self.carried(kind, s, COORDINATOR, iteration, p, t_send_ns, t_recv)
+
+    def record_rows(self, rows: Iterable[Row]) -> None:
+        """Rows recorded by the nodes that really sent and received the messages."""
+        for row in rows:
+            self.record(*row)
+            if row[0] == SENT:
+                self._count(row[1], row[6])
+
+    def take_iteration(self) -> dict[str, int]:
+        """What was sent since the last call, as metrics ``msgs_<KIND>`` and ``bytes_<KIND>``."""
+        out: dict[str, int] = {}
+        for kind, (c, b) in sorted(self._iter.items()):
+            out[f"msgs_{Kind(kind).name}"] = c
+            out[f"bytes_{Kind(kind).name}"] = b
+        self._iter = {}
+        return out

@@ -1,0 +1,140 @@
+"""Typed, immutable configuration of paper 1's runs (``bsemu train`` / ``evaluate``), and what derives
+from it: the scenario, the agents' static description and their seeds. Loaded and checked at the edge by
+:func:`deploy.config.load_config`; every field declares its doc and its range or choices
+(:func:`coordinator.config.config_field`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bs_agent.trpo.base_station import AgentSpec, resolve_value_precision
+from bs_agent.trpo.ops import agent_ids
+from bs_agent.trpo.state import SCHEMES
+from coordinator.config import ConfigError
+from coordinator.config import config_field as _f
+from radio.channels import Scenario
+from radio.seeding import TrpoStream, child_seed
+
+ALGOS = ("trpo", "a2c")
+BACKENDS = ("inproc", "ray")
+METHODS = ("max_power", "random", "wmmse", "fp", "optimum")
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """The network (paper 1 Table I); mapped onto :class:`radio.channels.Scenario`."""
+
+    kind: str = _f("3cell", "network layout", choices=("3cell", "7cell"))
+    users_per_cell: int = _f(2, "K, users per cell", range=(1, 64))
+    alpha: float = _f(3.76, "path-loss exponent", range=(1.0, 10.0))
+    cell_radius_m: float = _f(1000.0, "cell radius in m", range=(1.0, 1e5))
+    p_max_dbm: float = _f(43.0, "per-user power limit Pmax in dBm", range=(-30.0, 80.0))
+    bs_sum_power_dbm: float | None = _f(None, "per-BS sum-power limit in dBm (Fig. 15), or null",
+                                        range=(-30.0, 80.0))
+    redrop: bool = _f(True, "re-drop users every slot (else a fixed drop, fading only)")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Policy and value networks (paper 1 Table II)."""
+
+    hidden: int = _f(256, "neurons per hidden layer", range=(1, 4096))
+    layers: int = _f(3, "hidden layers (ELU)", range=(1, 16))
+    init_log_std: float = _f(-1.0, "initial log-std of the power fraction", range=(-10.0, 2.0))
+
+
+@dataclass(frozen=True)
+class TrpoConfig:
+    """TRPO (paper 1 Sec. III) and A2C hyper-parameters."""
+
+    delta: float = _f(0.01, "KL constraint delta, eq. (13b)/(23)", range=(1e-8, 10.0))
+    zeta: float = _f(0.9, "backtracking step factor, eq. (21)", range=(0.01, 0.999))
+    gamma: float = _f(0.99, "discount factor", range=(0.0, 1.0))
+    episodes: int = _f(1000, "M, episodes per iteration", range=(1, 1_000_000))
+    max_backtracks: int = _f(10, "line-search steps j = 0..max_backtracks-1", range=(1, 200))
+    cg_iters: int = _f(10, "conjugate-gradient iterations", range=(1, 1000))
+    cg_damping: float = _f(0.01, "damping added to the Fisher matrix in CG", range=(0.0, 10.0))
+    cg_tol: float = _f(1e-10, "CG residual tolerance", range=(0.0, 1.0))
+    value_lr: float = _f(1e-3, "critic Adam learning rate", range=(1e-8, 1.0))
+    value_epochs: int = _f(5, "full-batch critic Adam steps per iteration (one share round each)",
+                           range=(0, 1000))
+    value_batches: int = _f(1, "critic minibatches: round e takes its Adam step on every k-th episode from "
+                            "offset e mod k (k = value_batches; value_epochs = k is one pass over the batch "
+                            "per iteration); 1: the full batch every round", range=(1, 1000))
+    value_precision: str = _f("float32", "precision of the critic's hidden layers: bfloat16 runs its matmuls ~4x "
+                              "faster on CPUs with AMX/AVX512-BF16 (its output layer, V and Adam stay float32) and "
+                              "~10x slower where emulated; auto picks bfloat16 where native, else float32 (the "
+                              "resolved config records which)", choices=("float32", "bfloat16", "auto"))
+    a2c_lr: float = _f(7e-4, "A2C fixed step size (paper: 7e-4)", range=(1e-8, 1.0))
+    fvp_stride: int = _f(1, "Fisher-vector products on every k-th episode, times k (1: exact; the Fisher "
+                         "on a sub-sample, Schulman et al. 2015 App. C, OpenAI baselines use 5)", range=(1, 1000))
+
+    def __post_init__(self) -> None:
+        if self.value_precision == "auto":  # resolved once, here: the run folder's config names the precision
+            object.__setattr__(self, "value_precision", resolve_value_precision("auto"))
+        if self.value_batches > self.episodes:
+            raise ConfigError(f"trpo.value_batches: expected at most trpo.episodes ({self.episodes}) so that "
+                              f"no critic minibatch is empty, got {self.value_batches}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to run and where."""
+
+    scheme: str = _f("partial", "centralized | partial (round-robin) | full", choices=SCHEMES)
+    algo: str = _f("trpo", "trpo | a2c", choices=ALGOS)
+    backend: str = _f("ray", "inproc (one process) | ray (actors + ZeroMQ)", choices=BACKENDS)
+    seed: int = _f(0, "root seed", range=(0, 2**63 - 1))
+    threads: int = _f(1, "torch threads of every process that computes (the inproc process, the coordinator, each BS "
+                         "actor); 2 lets the centralized scheme's one agent use both cores of a 2-core machine",
+                      range=(1, 256))
+    iterations: int = _f(100, "training iterations", range=(0, 10_000_000))
+    checkpoint_every: int = _f(10, "checkpoint every N iterations", range=(1, 10_000_000))
+    keep_checkpoints: int = _f(3, "checkpoints kept", range=(1, 1000))
+    eval_slots: int = _f(1000, "held-out realizations for the final evaluation", range=(0, 1_000_000))
+    eval_methods: tuple[str, ...] = _f(METHODS, "baselines in the final evaluation", choices=METHODS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `bsemu train` needs."""
+
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    trpo: TrpoConfig = field(default_factory=TrpoConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def method_name(self) -> str:
+        """Name of the trained method in evaluation tables, e.g. ``trpo_partial``."""
+        return f"{self.run.algo}_{self.run.scheme}"
+
+
+# ---------------------------------------------------------------- derived from a config
+def scenario_of(cfg: TrainConfig) -> Scenario:
+    """The radio scenario of the run (paper 1 Table I, with the config's overrides)."""
+    s = cfg.scenario
+    return Scenario.preset(s.kind, users_per_cell=s.users_per_cell, alpha=s.alpha, cell_radius_m=s.cell_radius_m,
+                           p_max_dbm=s.p_max_dbm, bs_sum_power_dbm=s.bs_sum_power_dbm, redrop=s.redrop)
+
+
+def agent_spec(cfg: TrainConfig) -> AgentSpec:
+    """What every agent of the run shares (scheme, sizes, networks, the initialisation seed)."""
+    sc = scenario_of(cfg)
+    return AgentSpec(cfg.run.scheme, sc.cells, sc.K, cfg.policy.hidden, cfg.policy.layers,
+                     cfg.policy.init_log_std, child_seed(cfg.run.seed, TrpoStream.INIT), cfg.trpo.fvp_stride,
+                     cfg.trpo.value_batches, cfg.trpo.value_precision)
+
+
+def agent_seeds(cfg: TrainConfig) -> list[int]:
+    """Each agent's sampling seed, in :func:`bs_agent.trpo.ops.agent_ids` order."""
+    return [child_seed(cfg.run.seed, TrpoStream.AGENT, i) for i in agent_ids(agent_spec(cfg))]
+
+
+def check_feasible(cfg: TrainConfig) -> None:
+    """Checks across sections; raises :class:`ConfigError` naming the keys."""
+    if "optimum" in cfg.run.eval_methods and cfg.scenario.kind != "3cell" and cfg.run.eval_slots > 0:
+        raise ConfigError("run.eval_methods: 'optimum' is certified for small networks only (3cell); "
+                          "remove it for 7cell")
+    if cfg.run.algo == "a2c" and cfg.run.scheme != "centralized":
+        raise ConfigError("run.algo: a2c is the centralized baseline; expected run.scheme=centralized")

@@ -1,0 +1,1 @@
+"""The sub-commands of `bsemu`, one module each (see :mod:`deploy.cli`)."""
