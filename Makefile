@@ -23,6 +23,7 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check radio protocol bs_agent coordinator deploy benchmarks tests
+	$(BIN)/python -m pytest -q tests/test_layout.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/baselines.py

@@ -1,5 +1,6 @@
-"""`bsemu zo-sweep` on a tiny budget: every promised CSV + PNG, columns that obey the exchange
-formulas of each method, and bad input refused with exit 2."""
+"""`bsemu zo` and `bsemu zo-sweep` through a subprocess: a run folder and its resume, the real clock end to
+end, the sweep's every promised CSV + PNG with columns that obey the exchange formulas of each method, and bad
+input refused with exit 2."""
 
 from __future__ import annotations
 
@@ -97,3 +98,62 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, bad, needle):
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def _bsemu(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_zo_run_folder_and_resume(tmp_path):
+    rd = tmp_path / "run"
+    common = ["--config", "deploy/configs/zo_demo.yaml", "--no-progress", "--set", "algo.b1=10", "--set", "algo.b2=10",
+              "--set", "run.eval_every=10", "--set", "run.checkpoint_every=10", "--set", "run.eval_sequences=4"]
+    r = _bsemu("zo", *common, "--set", "run.iterations=20", "--run-dir", str(rd))
+    assert r.returncode == 0, r.stderr
+    for f in ("config.yaml", "meta.json", "metrics.csv", "messages.csv", "messages_summary.json", "curves.png",
+              "summary.md", "summary.json"):
+        assert (rd / f).is_file(), f
+    r = _bsemu("zo", "--resume", str(rd), "--no-progress", "--set", "run.iterations=30")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((rd / "metrics.csv").open()))
+    assert [int(x["iteration"]) for x in rows] == [10, 20, 30]
+    # the resumed run equals an uninterrupted one
+    ref = tmp_path / "ref"
+    r = _bsemu("zo", *common, "--set", "run.iterations=30", "--run-dir", str(ref))
+    assert r.returncode == 0, r.stderr
+    rows_ref = list(csv.DictReader((ref / "metrics.csv").open()))
+    assert rows_ref[-1]["sum_rate"] == rows[-1]["sum_rate"]
+    assert rows_ref[-1]["bytes"] == rows[-1]["bytes"]
+    # bad input: one line, exit 2
+    r = _bsemu("zo", "--config", "deploy/configs/zo_demo.yaml", "--set", "algo.mu=-1", "--run-dir",
+               str(tmp_path / "bad"))
+    assert r.returncode == 2 and "algo.mu" in r.stderr
+
+
+@pytest.mark.ray
+def test_cli_real_clock_run_folder(tmp_path):
+    """`bsemu zo` on the real clock end to end (its own Ray): run folder, real-time metrics, log."""
+    import subprocess
+    import sys
+
+    rd = tmp_path / "run"
+    sets = ["run.clock=real", "run.backend=ray", "algo.update=async", "algo.b1=10", "algo.b2=10", "run.slot_s=0.0005",
+            "run.guard_slots=40", "algo.delay=0.001", "run.iterations=10", "run.eval_every=5",
+            "run.checkpoint_every=5", "run.eval_sequences=2"]
+    cmd = [sys.executable, "-m", "deploy.cli", "zo", "--config", "deploy/configs/zo_demo.yaml", "--no-progress",
+           "--run-dir", str(rd)]
+    for s in sets:
+        cmd += ["--set", s]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((rd / "metrics.csv").open()))
+    assert [int(x["iteration"]) for x in rows] == [5, 10]
+    assert {"late_d", "stale_d", "overruns", "update_slots", "air_lag_slots"} <= set(rows[-1])
+    msgs = [m for m in csv.DictReader((rd / "messages.csv").open()) if m["kind"] == "SCALAR_D"]
+    sent = sum(m["event"] == "sent" for m in msgs)
+    # links run free: a fast one may finish more iterations than the slowest one's 10 (never fewer);
+    # every d sent to the 4 others is received (no drop configured), none left in flight
+    assert sent >= 10 * 5 * 4 and sent % 4 == 0
+    assert sent == sum(m["event"] == "received" for m in msgs)
+    assert all(int(m["delay_ns"]) == 1_000_000 for m in msgs if m["event"] == "received")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -112,35 +108,8 @@ def test_per_link_architectures_train():
     assert np.isfinite(rows[-1]["sum_rate"])
 
 
-def _bsemu(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
 
 
-def test_cli_zo_run_folder_and_resume(tmp_path):
-    rd = tmp_path / "run"
-    common = ["--config", "deploy/configs/zo_demo.yaml", "--no-progress", "--set", "algo.b1=10", "--set", "algo.b2=10",
-              "--set", "run.eval_every=10", "--set", "run.checkpoint_every=10", "--set", "run.eval_sequences=4"]
-    r = _bsemu("zo", *common, "--set", "run.iterations=20", "--run-dir", str(rd))
-    assert r.returncode == 0, r.stderr
-    for f in ("config.yaml", "meta.json", "metrics.csv", "messages.csv", "messages_summary.json", "curves.png",
-              "summary.md", "summary.json"):
-        assert (rd / f).is_file(), f
-    r = _bsemu("zo", "--resume", str(rd), "--no-progress", "--set", "run.iterations=30")
-    assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader((rd / "metrics.csv").open()))
-    assert [int(x["iteration"]) for x in rows] == [10, 20, 30]
-    # the resumed run equals an uninterrupted one
-    ref = tmp_path / "ref"
-    r = _bsemu("zo", *common, "--set", "run.iterations=30", "--run-dir", str(ref))
-    assert r.returncode == 0, r.stderr
-    rows_ref = list(csv.DictReader((ref / "metrics.csv").open()))
-    assert rows_ref[-1]["sum_rate"] == rows[-1]["sum_rate"]
-    assert rows_ref[-1]["bytes"] == rows[-1]["bytes"]
-    # bad input: one line, exit 2
-    r = _bsemu("zo", "--config", "deploy/configs/zo_demo.yaml", "--set", "algo.mu=-1", "--run-dir",
-               str(tmp_path / "bad"))
-    assert r.returncode == 2 and "algo.mu" in r.stderr
 
 
 @pytest.mark.slow
