@@ -18,18 +18,14 @@ sockets do. Per-iteration counters of what was sent give the metrics ``msgs_<KIN
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from protocol import COORDINATOR, SENT, Envelope, Kind, MessageLog, frame_size, now_ns
-from protocol.log import EVENTS, Row
+from protocol.log import CALL, SOCKET, Row, read_rows, replay_rows
 
 __all__ = ["COORDINATOR", "Kind", "RunMessages"]
-
-_INT_COLUMNS = ("sender", "receiver", "iteration", "seq", "nbytes", "t_send_ns", "t_recv_ns", "delay_ns",
-                "delay_slots")
 
 
 class RunMessages(MessageLog):
@@ -48,19 +44,11 @@ class RunMessages(MessageLog):
         < ``before_iteration``; the rest (done after the checkpoint and about to be redone) is dropped
         from the file and from the summary. Without a file, a fresh log."""
         path = Path(path)
-        old: list[Row] = []
-        if path.is_file():
-            events, kinds = {e: i for i, e in enumerate(EVENTS)}, {k.name: int(k) for k in Kind}
-            with path.open(newline="") as f:
-                for r in csv.DictReader(f):
-                    if rows is not None and len(old) >= rows:
-                        break
-                    row = (events[r["event"]], kinds[r["kind"]], *(int(r[c]) for c in _INT_COLUMNS))
-                    if before_iteration is None or row[4] < before_iteration:
-                        old.append(row)
+        old = read_rows(path, limit=rows) if path.is_file() else []
+        if before_iteration is not None:
+            old = [r for r in old if r[4] < before_iteration]
         out = cls(path, run_id)
-        for row in old:
-            out.record(*row)
+        replay_rows(out, old)
         return out
 
     @property
@@ -84,8 +72,10 @@ class RunMessages(MessageLog):
         env = Envelope(kind, sender, receiver, iteration, self._next_seq(sender, receiver), payload, self.run_id,
                        t_send_ns)
         n = frame_size(env)
+        via, self.via = self.via, CALL
         self.record_sent(env, n)
         self.record_received(env, n, t_recv_ns=now_ns() if t_recv_ns is None else t_recv_ns)
+        self.via = via
         self._count(kind, n)
         return n
 
@@ -103,12 +93,15 @@ class RunMessages(MessageLog):
         for s, p in zip(senders, payloads, strict=True):
             self.carried(kind, s, COORDINATOR, iteration, p, t_send_ns, t_recv)
 
-    def record_rows(self, rows: Iterable[Row]) -> None:
-        """Rows recorded by the nodes that really sent and received the messages."""
+    def record_rows(self, rows: Iterable[Row], via: int = SOCKET) -> None:
+        """Rows recorded by the nodes that really sent and received the messages (``via``: how they travelled,
+        :data:`protocol.log.SOCKET` or, from the in-process backends, ``MEMORY``)."""
+        prev, self.via = self.via, via
         for row in rows:
             self.record(*row)
             if row[0] == SENT:
                 self._count(row[1], row[6])
+        self.via = prev
 
     def take_iteration(self) -> dict[str, int]:
         """What was sent since the last call, as metrics ``msgs_<KIND>`` and ``bytes_<KIND>``."""

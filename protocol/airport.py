@@ -32,11 +32,11 @@ import zmq
 
 from .envelope import COORDINATOR
 from .errors import MalformedMessage
-from .log import COLUMNS
+from .log import ROW_FIELDS
 
 STEP, STEP_REAL, SETTLE, STOP = 1, 2, 3, 4          # hub -> actor
 REPLY, ROWS, ERROR = 11, 12, 13                     # actor -> hub
-ROW_FIELDS = len(COLUMNS) - 1                        # a log row without ``dropped`` (it is the event)
+
 POLL_MS = 200                                        # the hub checks its actors' health this often while waiting
 _CMD = struct.Struct("<Bq")
 _REP = struct.Struct("<Bii")

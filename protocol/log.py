@@ -18,13 +18,19 @@ CSV columns (times are ``time.monotonic_ns()`` of the node that wrote the row)::
     delay_ns   delay injected by the emulator, real clock (ns)
     delay_slots delay injected by the emulator, logical clock (slots)
     dropped    1 if dropped by the emulator, else 0
+    phase      training | execution | control (barrier and clock messages are control in any phase)
+    via        socket (crossed a ZeroMQ socket) | call (carried by a Ray or function call) | memory
+               (moved in memory by the in-process backend)
 
 A message carried by a Ray call, or emulated in-process, is logged exactly like one that went
-through a socket: ``log.record_sent(env, len(encode(env)))`` (see :func:`protocol.frame_size`).
+through a socket: ``log.record_sent(env, len(encode(env)))`` (see :func:`protocol.frame_size`), with
+``log.via`` set to ``CALL`` or ``MEMORY``; ``log.phase`` tags what the run is doing. A latency
+(t_recv - t_send) is counted only for messages that crossed a socket.
 
 The summary (``summary()``, written by ``close()`` next to the CSV as ``<stem>_summary.json`` and
-``<stem>_summary.md``) has counts and bytes per kind, per sender, per receiver, per link and per
-iteration; :func:`merge_summaries` adds up the summaries of several nodes.
+``<stem>_summary.md``) has counts and bytes per kind, per sender, per receiver, per link, per
+iteration and per phase, and latency percentiles (p50/p95/p99, :mod:`protocol.latency`) per kind and
+per link; :func:`merge_summaries` adds up the summaries of several nodes.
 """
 
 from __future__ import annotations
@@ -36,28 +42,28 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .envelope import KIND_NAMES, Envelope, Kind, now_ns
+from .envelope import CONTROL_KINDS, KIND_NAMES, Envelope, Kind, now_ns
+from .latency import LatencyHist, refresh_percentiles
 
 SENT, RECEIVED, DROPPED = 0, 1, 2
 EVENTS: tuple[str, ...] = ("sent", "received", "dropped")
+TRAINING, EXECUTION, CONTROL = 0, 1, 2
+PHASES: tuple[str, ...] = ("training", "execution", "control")
+SOCKET, CALL, MEMORY = 0, 1, 2
+VIAS: tuple[str, ...] = ("socket", "call", "memory")
 COLUMNS: tuple[str, ...] = (
     "event", "kind", "sender", "receiver", "iteration", "seq", "nbytes",
-    "t_send_ns", "t_recv_ns", "delay_ns", "delay_slots", "dropped",
+    "t_send_ns", "t_recv_ns", "delay_ns", "delay_slots", "dropped", "phase", "via",
 )  # fmt: skip
+ROW_FIELDS = 11
+"""Fields of a node's row (:data:`Row`, the arguments of :meth:`MessageLog.record`); the CSV adds dropped,
+phase and via."""
+_CONTROL = frozenset(int(k) for k in CONTROL_KINDS) | {int(Kind.HEARTBEAT)}
 _EVENT_INDEX = {name: i for i, name in enumerate(EVENTS)}
 _KIND_INDEX = {k.name: int(k) for k in Kind}
 # CSV text of (event, kind) and the format of the rest of a row: names hold no comma or quote
 _PREFIX = tuple(tuple(f"{ev},{name}," for name in KIND_NAMES) for ev in EVENTS)
-_ROW_FORMAT = "%s%d,%d,%d,%d,%d,%d,%d,%d,%d,%d\n"
-
-
-def _bump(table: dict[Any, list[int]], key: Any, nbytes: int) -> None:
-    acc = table.get(key)
-    if acc is None:
-        table[key] = [1, nbytes]
-    else:
-        acc[0] += 1
-        acc[1] += nbytes
+_ROW_FORMAT = "%s%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%s,%s\n"
 
 
 class MessageLog:
@@ -94,7 +100,11 @@ class MessageLog:
         self._by_kind: dict[tuple[int, int], list[int]] = {}  # (event, kind)
         self._by_link: dict[tuple[int, int, int, int], list[int]] = {}  # (event, kind, sender, receiver)
         self._by_iter: dict[tuple[int, int, int], list[int]] = {}  # (event, kind, iteration)
-        self._latency: dict[int, list[int]] = {}  # kind → [count, sum_ns, max_ns] of t_recv − t_send
+        self._by_phase: dict[tuple[int, int, int], list[int]] = {}  # (phase, event, kind)
+        self._latency: dict[int, LatencyHist] = {}  # kind → t_recv − t_send of messages that crossed a socket
+        self._link_latency: dict[tuple[int, int, int], LatencyHist] = {}  # (kind, sender, receiver)
+        self.phase = TRAINING    # what the run is doing: tags the rows recorded from now on
+        self.via = SOCKET        # how the messages recorded from now on travel
         self.rows_written = 0
         self.closed = False
 
@@ -118,7 +128,8 @@ class MessageLog:
         Cheap: appends a tuple; aggregates and CSV text are computed every ``buffer_rows`` rows."""
         rows = self._rows
         rows.append(
-            (event, kind, sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns, delay_ns, delay_slots)
+            (event, kind, sender, receiver, iteration, seq, nbytes, t_send_ns, t_recv_ns, delay_ns, delay_slots,
+             self.phase, self.via)
         )
         if len(rows) >= self._buffer_rows:
             self._flush_rows()
@@ -171,13 +182,19 @@ class MessageLog:
         rows = self._rows
         if not rows:
             return
-        by_kind, by_link, by_iter, latency = self._by_kind, self._by_link, self._by_iter, self._latency
-        for event, k, sender, receiver, iteration, _, nbytes, t_send, t_recv, _, _ in rows:
+        by_kind, by_link, by_iter, by_phase = self._by_kind, self._by_link, self._by_iter, self._by_phase
+        latency, link_latency = self._latency, self._link_latency
+        out = []
+        for r in rows:
+            event, k, sender, receiver, iteration, _, nbytes, t_send, t_recv, _, _, phase, via = r
             kind = int(k)  # plain int keys (hashing an IntEnum member is slower)
+            if kind in _CONTROL:
+                phase = CONTROL
             for table, key in (
                 (by_kind, (event, kind)),
                 (by_link, (event, kind, sender, receiver)),
                 (by_iter, (event, kind, iteration)),
+                (by_phase, (phase, event, kind)),
             ):
                 acc = table.get(key)
                 if acc is None:
@@ -185,18 +202,19 @@ class MessageLog:
                 else:
                     acc[0] += 1
                     acc[1] += nbytes
-            if event == RECEIVED and t_send and t_recv:
+            if event == RECEIVED and via == SOCKET and t_send and t_recv:
                 lat = t_recv - t_send
-                acc = latency.get(kind)
-                if acc is None:
-                    latency[kind] = [1, lat, lat]
-                else:
-                    acc[0] += 1
-                    acc[1] += lat
-                    if lat > acc[2]:
-                        acc[2] = lat
+                hist = latency.get(kind)
+                if hist is None:
+                    hist = latency[kind] = LatencyHist()
+                hist.add(lat)
+                hist = link_latency.get((kind, sender, receiver))
+                if hist is None:
+                    hist = link_latency[(kind, sender, receiver)] = LatencyHist()
+                hist.add(lat)
+            out.append(_ROW_FORMAT % (_PREFIX[event][kind], *r[2:11], event == DROPPED, PHASES[phase], VIAS[via]))
         if self._file is not None and not self._file.closed:
-            self._file.write("".join([_ROW_FORMAT % (_PREFIX[r[0]][r[1]], *r[2:], r[0] == DROPPED) for r in rows]))
+            self._file.write("".join(out))
             self.rows_written += len(rows)
         rows.clear()
 
@@ -230,7 +248,8 @@ class MessageLog:
     def summary(self) -> dict[str, Any]:
         """Aggregates as a JSON-ready dict (see the module docstring)."""
         self._flush_rows()
-        return _build_summary(self._by_kind, self._by_link, self._by_iter, self._latency, self.run_id, self.node)
+        return _build_summary(self._by_kind, self._by_link, self._by_iter, self._by_phase, self._latency,
+                              self._link_latency, self.run_id, self.node)
 
 
 Row = tuple[int, ...]
@@ -277,7 +296,9 @@ def _build_summary(
     by_kind: dict[tuple[int, int], list[int]],
     by_link: dict[tuple[int, int, int, int], list[int]],
     by_iter: dict[tuple[int, int, int], list[int]],
-    latency: dict[int, list[int]],
+    by_phase: dict[tuple[int, int, int], list[int]],
+    latency: dict[int, LatencyHist],
+    link_latency: dict[tuple[int, int, int], LatencyHist],
     run_id: str,
     node: int | None,
 ) -> dict[str, Any]:
@@ -286,8 +307,8 @@ def _build_summary(
     for (ev, kind), acc in sorted(by_kind.items()):
         _add_cb(totals, EVENTS[ev], acc)
         _add_cb(per_kind.setdefault(KIND_NAMES[kind], {}), EVENTS[ev], acc)
-    for kind, (n, s, mx) in latency.items():
-        per_kind[KIND_NAMES[kind]]["latency_ns"] = {"count": n, "sum": s, "max": mx}
+    for kind, hist in latency.items():
+        per_kind[KIND_NAMES[kind]]["latency_ns"] = hist.to_dict()
     per_sender: dict[str, Any] = {}
     per_receiver: dict[str, Any] = {}
     per_link: dict[str, Any] = {}
@@ -295,9 +316,16 @@ def _build_summary(
         _add_cb(per_sender.setdefault(str(snd), {}), EVENTS[ev], acc)
         _add_cb(per_receiver.setdefault(str(rcv), {}), EVENTS[ev], acc)
         _add_cb(per_link.setdefault(f"{snd}->{rcv}", {}).setdefault(KIND_NAMES[kind], {}), EVENTS[ev], acc)
+    for (kind, snd, rcv), hist in link_latency.items():
+        per_link[f"{snd}->{rcv}"][KIND_NAMES[kind]]["latency_ns"] = hist.to_dict()
     per_iteration: dict[str, Any] = {}
     for (ev, kind, it), acc in sorted(by_iter.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
         _add_cb(per_iteration.setdefault(str(it), {}).setdefault(KIND_NAMES[kind], {}), EVENTS[ev], acc)
+    per_phase: dict[str, Any] = {}
+    for (ph, ev, kind), acc in sorted(by_phase.items()):
+        node_ = per_phase.setdefault(PHASES[ph], {})
+        _add_cb(node_.setdefault("totals", {}), EVENTS[ev], acc)
+        _add_cb(node_.setdefault("per_kind", {}).setdefault(KIND_NAMES[kind], {}), EVENTS[ev], acc)
     return {
         "run_id": run_id,
         "nodes": [] if node is None else [node],
@@ -307,6 +335,7 @@ def _build_summary(
         "per_receiver": per_receiver,
         "per_link": per_link,
         "per_iteration": per_iteration,
+        "per_phase": per_phase,
     }
 
 
@@ -316,8 +345,20 @@ def _merge_into(dst: dict[str, Any], src: dict[str, Any]) -> None:
             _merge_into(dst.setdefault(key, {}), value)
         elif key == "max":
             dst[key] = max(dst.get(key, value), value)
+        elif key == "mean" or (key.startswith("p") and key[1:].isdigit()):
+            continue                       # percentiles and means are recomputed from the merged bins
         elif isinstance(value, (int, float)):
             dst[key] = dst.get(key, 0) + value
+
+
+def _refresh_latencies(node: Any) -> None:
+    """Recompute every latency entry's percentiles from its bins (after a merge)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "latency_ns" and isinstance(value, dict):
+                refresh_percentiles(value)
+            else:
+                _refresh_latencies(value)
 
 
 def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -327,66 +368,91 @@ def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         out["run_id"] = out["run_id"] or s.get("run_id", "")
         out["nodes"] = sorted(set(out["nodes"]) | set(s.get("nodes", [])))
         _merge_into(out, {k: v for k, v in s.items() if isinstance(v, dict)})
-    for key in ("totals", "per_kind", "per_sender", "per_receiver", "per_link", "per_iteration"):
+    for key in ("totals", "per_kind", "per_sender", "per_receiver", "per_link", "per_iteration", "per_phase"):
         out.setdefault(key, {})
+    _refresh_latencies(out)
     return out
+
+
+_INT_FIELDS = ("sender", "receiver", "iteration", "seq", "nbytes", "t_send_ns", "t_recv_ns", "delay_ns",
+               "delay_slots")
+_PHASE_INDEX = {name: i for i, name in enumerate(PHASES)}
+_VIA_INDEX = {name: i for i, name in enumerate(VIAS)}
+
+
+def read_rows(path: str | Path, limit: int | None = None) -> list[tuple[int, ...]]:
+    """The rows of a log's CSV as ``(*Row, phase, via)`` int tuples (files written before the phase and via
+    columns existed read as training / socket); at most ``limit`` rows."""
+    out: list[tuple[int, ...]] = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append((_EVENT_INDEX[row["event"]], _KIND_INDEX[row["kind"]], *(int(row[c]) for c in _INT_FIELDS),
+                        _PHASE_INDEX[row.get("phase") or "training"], _VIA_INDEX[row.get("via") or "socket"]))
+    return out
+
+
+def replay_rows(log: MessageLog, rows: Iterable[tuple[int, ...]]) -> None:
+    """Record ``(*Row, phase, via)`` rows into ``log`` with their own phase and via."""
+    phase, via = log.phase, log.via
+    try:
+        for r in rows:
+            log.phase, log.via = r[ROW_FIELDS], r[ROW_FIELDS + 1]
+            log.record(*r[:ROW_FIELDS])
+    finally:
+        log.phase, log.via = phase, via
 
 
 def summarize_csv(path: str | Path, run_id: str = "", node: int | None = None) -> dict[str, Any]:
     """Rebuild a summary from a log's CSV file (offline analysis; checks of the streamed rows)."""
-    by_kind: dict[tuple[int, int], list[int]] = {}
-    by_link: dict[tuple[int, int, int, int], list[int]] = {}
-    by_iter: dict[tuple[int, int, int], list[int]] = {}
-    latency: dict[int, list[int]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            ev, kind, nb = _EVENT_INDEX[row["event"]], _KIND_INDEX[row["kind"]], int(row["nbytes"])
-            _bump(by_kind, (ev, kind), nb)
-            _bump(by_link, (ev, kind, int(row["sender"]), int(row["receiver"])), nb)
-            _bump(by_iter, (ev, kind, int(row["iteration"])), nb)
-            ts, tr = int(row["t_send_ns"]), int(row["t_recv_ns"])
-            if ev == RECEIVED and ts and tr:
-                acc = latency.setdefault(kind, [0, 0, tr - ts])
-                acc[0] += 1
-                acc[1] += tr - ts
-                acc[2] = max(acc[2], tr - ts)
-    return _build_summary(by_kind, by_link, by_iter, latency, run_id, node)
+    log = MessageLog(None, run_id=run_id, node=node)
+    replay_rows(log, read_rows(path))
+    return log.summary()
+
+
+def _lat_cells(lat: dict[str, Any] | None) -> str:
+    """'p50 | p99' in µs of a latency entry (empty when no message of it crossed a socket)."""
+    if not lat or not lat.get("count"):
+        return " | "
+    return f"{lat['p50'] / 1e3:.1f} | {lat['p99'] / 1e3:.1f}"
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """A small Markdown report: one table per kind and one per link (Table III material)."""
+    """A small Markdown report: per phase, per kind and per link (Table III material). Latencies are of the
+    messages that crossed a socket only (``via`` socket), as p50 / p99 in µs."""
 
     def cb(node: dict[str, Any], ev: str) -> tuple[int, int]:
         x = node.get(ev, {})
         return x.get("count", 0), x.get("bytes", 0)
 
     lines = [f"# Message log summary (run `{summary.get('run_id', '')}`)", ""]
+    phases = summary.get("per_phase", {})
+    if phases:
+        lines += ["| phase | sent | sent bytes | received | dropped |", "|---|---:|---:|---:|---:|"]
+        for name, node in phases.items():
+            (sc, sb), (rc, _), (dc, _) = (cb(node.get("totals", {}), e) for e in EVENTS)
+            lines.append(f"| {name} | {sc} | {sb} | {rc} | {dc} |")
+        lines.append("")
     lines += [
-        "| kind | sent | sent bytes | bytes/msg | received | received bytes | dropped | mean latency µs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| kind | sent | sent bytes | bytes/msg | received | received bytes | dropped | latency p50 µs | p99 µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, node in summary.get("per_kind", {}).items():
         (sc, sb), (rc, rb), (dc, _) = cb(node, "sent"), cb(node, "received"), cb(node, "dropped")
-        lat = node.get("latency_ns")
-        lat_s = f"{lat['sum'] / lat['count'] / 1e3:.1f}" if lat and lat["count"] else ""
         bpm = f"{sb / sc:.1f}" if sc else ""
-        lines.append(f"| {name} | {sc} | {sb} | {bpm} | {rc} | {rb} | {dc} | {lat_s} |")
+        lines.append(f"| {name} | {sc} | {sb} | {bpm} | {rc} | {rb} | {dc} | {_lat_cells(node.get('latency_ns'))} |")
     (sc, sb), (rc, rb), (dc, _) = (cb(summary.get("totals", {}), e) for e in EVENTS)
-    lines.append(f"| **total** | {sc} | {sb} | {sb / sc if sc else 0:.1f} | {rc} | {rb} | {dc} | |")
+    lines.append(f"| **total** | {sc} | {sb} | {sb / sc if sc else 0:.1f} | {rc} | {rb} | {dc} | | |")
     lines += [
         "",
-        "| link | sent | sent bytes | received | received bytes | dropped |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| link | kind | sent | sent bytes | received | dropped | latency p50 µs | p99 µs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for link, kinds in summary.get("per_link", {}).items():
-        tot = {e: [0, 0] for e in EVENTS}
-        for node in kinds.values():
-            for e in EVENTS:
-                c, b = cb(node, e)
-                tot[e][0] += c
-                tot[e][1] += b
-        s, r, d = tot["sent"], tot["received"], tot["dropped"]
-        lines.append(f"| {link} | {s[0]} | {s[1]} | {r[0]} | {r[1]} | {d[0]} |")
+        for kind, node in kinds.items():
+            (sc, sb), (rc, _), (dc, _) = cb(node, "sent"), cb(node, "received"), cb(node, "dropped")
+            lines.append(f"| {link} | {kind} | {sc} | {sb} | {rc} | {dc} | {_lat_cells(node.get('latency_ns'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -402,6 +468,8 @@ def write_summary_files(summary: dict[str, Any], stem: str | Path) -> tuple[Path
 
 __all__ = [
     "MessageLog",
+    "read_rows",
+    "replay_rows",
     "Row",
     "RowCapture",
     "merge_summaries",
@@ -413,4 +481,11 @@ __all__ = [
     "SENT",
     "RECEIVED",
     "DROPPED",
+    "TRAINING",
+    "EXECUTION",
+    "CONTROL",
+    "SOCKET",
+    "CALL",
+    "MEMORY",
+    "ROW_FIELDS",
 ]

@@ -26,6 +26,7 @@ from bs_agent.trpo.ops import Crit, agent_ids
 from coordinator.messages import COORDINATOR, RunMessages
 from coordinator.trpo.backend import AgentBackend
 from protocol import Kind, now_ns
+from protocol.log import MEMORY, SOCKET
 
 
 class LoggedBackend:
@@ -56,7 +57,7 @@ class LoggedBackend:
             if position is None:
                 raise ValueError("round-robin sampling needs the slots' orders (position)")
             frac, hops = raw.act_round_robin(position, it, log.run_id, gains_norm=gains_norm)
-            log.record_rows(hops)
+            log.record_rows(hops, via=MEMORY if raw.name == "inproc" else SOCKET)
             log.carried(Kind.POWER_VECTOR, B - 1, COORDINATOR, it, {"p": frac}, t)
         else:
             frac = raw.act_all(gains_norm)

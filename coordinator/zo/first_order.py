@@ -13,7 +13,7 @@ from coordinator.zo.config import ZOConfig, scenario, specs, validate
 from coordinator.zo.links import Exchange, make_agents
 from protocol.codec import frame_size
 from protocol.envelope import COORDINATOR, Envelope, Kind
-from protocol.log import MessageLog
+from protocol.log import MEMORY, MessageLog
 
 
 def adam_lr(cfg: ZOConfig, k: int) -> float:
@@ -42,6 +42,7 @@ class FirstOrder:
         self.cfg = cfg
         self.fl = fl
         self.log = log
+        log.via = MEMORY        # the baselines' exchanges are emulated, not sent
         self.exchange = exchange
         self.N = cfg.scenario.n_links
         self.B = cfg.algo.b1 + cfg.algo.b2

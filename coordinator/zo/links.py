@@ -17,7 +17,7 @@ from coordinator.zo.config import ZOConfig, link_model, link_setups
 from protocol.codec import frame_size
 from protocol.envelope import now_ns
 from protocol.links import LinkEmulator
-from protocol.log import MessageLog
+from protocol.log import MEMORY, MessageLog
 
 
 @dataclass
@@ -64,6 +64,7 @@ class InprocLinks:
         self.hyper: ZOHyper = self.agents[0].hyper
         self.graph = cfg.algo.update == "graph"
         self.log = log
+        log.via = MEMORY        # the d messages of this backend move in memory (the rows a socket would write)
         self.exchange = exchange
         self.emulator = LinkEmulator(link_model(cfg), cfg.run.seed, "logical")
 

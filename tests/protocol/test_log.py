@@ -21,6 +21,8 @@ from protocol import (
     now_ns,
     summarize_csv,
 )
+from protocol.latency import LatencyHist
+from protocol.log import CALL, EXECUTION, SOCKET
 
 
 def _traffic(rng: np.random.Generator, n: int) -> list[tuple[str, Envelope, int]]:
@@ -75,11 +77,52 @@ def test_nbytes_is_the_encoded_size_and_columns_are_complete(tmp_path: Path) -> 
         log.record_received(env, frame_size(env), t_recv_ns=env.t_send_ns + 1500, delay_ns=1000)
         log.record_dropped(env, frame_size(env), delay_slots=2)
     header, sent, recv, drop = (tmp_path / "m.csv").read_text().splitlines()
-    assert header == "event,kind,sender,receiver,iteration,seq,nbytes,t_send_ns,t_recv_ns,delay_ns,delay_slots,dropped"
+    assert header == ("event,kind,sender,receiver,iteration,seq,nbytes,t_send_ns,t_recv_ns,delay_ns,delay_slots,"
+                      "dropped,phase,via")
     assert sent.startswith(f"sent,POWER_VECTOR,0,1,7,3,{frame_size(env)},{env.t_send_ns},0,")
-    assert recv.endswith(f",{env.t_send_ns + 1500},1000,0,0") and drop.endswith(",0,2,1")
+    assert recv.endswith(f",{env.t_send_ns + 1500},1000,0,0,training,socket")
+    assert drop.endswith(",0,2,1,training,socket")
     lat = log.summary()["per_kind"]["POWER_VECTOR"]["latency_ns"]
-    assert lat == {"count": 1, "sum": 1500, "max": 1500}
+    assert (lat["count"], lat["sum"], lat["max"], lat["mean"]) == (1, 1500, 1500, 1500.0)
+    assert all(abs(lat[f"p{q}"] / 1500 - 1) < 0.012 for q in (50, 95, 99))   # a bin is 2.3 % wide
+
+
+def test_phase_and_via_tag_rows_and_only_socket_messages_have_latencies(tmp_path: Path) -> None:
+    """Rows carry the phase the log was in and how the message travelled; control kinds are control in any
+    phase; a latency is counted only for messages that crossed a socket."""
+    env = Envelope(Kind.CSI_UPLOAD, 0, 1, 0, 0, {"g": np.ones(4)}, "r", 1_000)
+    with MessageLog(tmp_path / "m.csv") as log:
+        log.phase = EXECUTION
+        log.record_received(env, 40, t_recv_ns=3_000)                 # socket: 2 µs
+        log.via = CALL
+        log.record_received(env, 40, t_recv_ns=9_000_000)             # a Ray call's bracket: no latency
+        log.via = SOCKET
+        log.record_received(env._replace(kind=Kind.HELLO), 10, t_recv_ns=5_000)
+    rows = (tmp_path / "m.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[-2:] for r in rows] == [["execution", "socket"], ["execution", "call"],
+                                                   ["control", "socket"]]
+    s = summarize_csv(tmp_path / "m.csv")
+    assert s["per_kind"]["CSI_UPLOAD"]["latency_ns"]["count"] == 1
+    assert s["per_kind"]["CSI_UPLOAD"]["latency_ns"]["max"] == 2_000
+    assert s["per_phase"]["execution"]["totals"]["received"]["count"] == 2
+    assert s["per_phase"]["control"]["per_kind"]["HELLO"]["received"]["count"] == 1
+    assert s["per_link"]["0->1"]["CSI_UPLOAD"]["latency_ns"]["count"] == 1
+
+
+def test_latency_percentiles_match_numpy_within_a_bin() -> None:
+    rng = np.random.default_rng(3)
+    lat = np.round(rng.lognormal(np.log(40_000), 0.8, 20_000)).astype(int)   # ~40 µs hops, heavy tail
+    hist = LatencyHist()
+    hist.extend(lat)
+    for q in (50, 95, 99):
+        assert abs(hist.percentile(q) / np.percentile(lat, q, method="inverted_cdf") - 1) < 0.012
+    a, b = LatencyHist(), LatencyHist()
+    a.extend(lat[:7000])
+    b.extend(lat[7000:])
+    merged = merge_summaries([{"per_kind": {"X": {"latency_ns": a.to_dict()}}},
+                              {"per_kind": {"X": {"latency_ns": b.to_dict()}}}])["per_kind"]["X"]["latency_ns"]
+    assert merged["count"] == 20_000 and merged["max"] == lat.max()
+    assert merged["p99"] == hist.percentile(99) and merged["p50"] == hist.percentile(50)
 
 
 def test_broadcast_logged_per_link_and_receiver_override() -> None:
