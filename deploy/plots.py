@@ -132,3 +132,23 @@ def table(path: Path, header: list[str], body: list[list[str]], title: str) -> P
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def latency_cdf(samples: Mapping[str, np.ndarray], path: Path, title: str = "") -> Path:
+    """Empirical CDFs of latencies in µs (one curve per name), log-scaled time axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, x in samples.items():
+        x = np.sort(np.asarray(x, np.float64))
+        if x.size:
+            ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("µs")
+    ax.set_ylabel("share of slots ≤ x")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -18,9 +18,11 @@ import ray
 import torch
 
 from bs_agent.trpo.base_station import AgentSpec
+from bs_agent.trpo.execution import ExecNode, ExecSetup
 from bs_agent.trpo.ops import AgentOps, token_payload
-from protocol import Envelope, Kind, RingNode
-from protocol.log import Row, RowCapture
+from protocol import COORDINATOR, Envelope, Kind, LinkEmulator, LinkModel, RingNode, airport, estimate_clock_offset
+from protocol.barrier import ring_barrier
+from protocol.log import ROW_FIELDS, Row, RowCapture
 
 COORD_NODE = 1 << 16
 """The coordinator's node id on the ZeroMQ links to the agents (agent ids are 0..B-1; the message log
@@ -143,3 +145,77 @@ class BSActor(AgentOps):
         if self.node is not None:
             self.node.close()
             self.node = None
+
+
+SLOT = 21
+"""Air-port command of the execution phase: a slot's trigger (its times, order and this BS's CSI)."""
+
+
+@ray.remote(num_cpus=0, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}})
+class ExecActor:
+    """A BS, or the central unit, in the execution phase (:mod:`bs_agent.trpo.execution`): its
+    :class:`protocol.RingNode` for the scheme's messages (with the receiving side of its links' delay and
+    loss), and an air port on which the coordinator triggers every slot. One long :meth:`serve` call runs all
+    the slots: no Ray call per slot."""
+
+    def __init__(self, setup: ExecSetup, n_slots: int) -> None:
+        self.setup, self.n_slots = setup, n_slots
+        self.capture = RowCapture()
+        self.node: RingNode | None = None
+        self.port: airport.LinkPort | None = None
+        self.exec: ExecNode | None = None
+        self.offset_ns = 0                      # coordinator clock - this process's clock
+
+    def open(self, cluster: bool = False) -> tuple[str, str]:
+        """Bind the node and the air port (127.0.0.1, or this node's address on a cluster)."""
+        s = self.setup
+        host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
+        models = {(snd, s.node_id): m for snd, m in s.inbound.items()}
+        emulator = None if all(m == LinkModel() for m in models.values()) else \
+            LinkEmulator(models, s.seed, s.clock)
+        self.node = RingNode(s.node_id, host, log=self.capture, emulator=emulator, extra_senders=[COORD_NODE])
+        self.port = airport.LinkPort(host)
+        return self.node.endpoint, self.port.endpoint
+
+    def connect(self, peers: dict[int, str], hub: str) -> None:
+        """Connect to the peers this node sends to (and the coordinator's node), then the start barrier."""
+        self.node.connect(peers)
+        self.port.connect({COORDINATOR: hub})
+        ring_barrier(self.node)
+        self.exec = ExecNode(self.setup, self.node, self.n_slots)
+
+    def clock_offset(self, rounds: int = 16) -> tuple[int, int]:
+        """(coordinator clock - this clock, round trip) in ns, by ping-pong with the coordinator's node."""
+        est = estimate_clock_offset(self.node, COORD_NODE, rounds=rounds)
+        self.offset_ns = est.offset_ns
+        return est.offset_ns, est.rtt_ns
+
+    def serve(self) -> int:
+        """Slot triggers until STOP; on the logical clock each slot is acknowledged (lockstep)."""
+        port, node, served = self.port, self.exec, 0
+        logical = self.setup.clock == "logical"
+        while True:
+            op, slot, ids, payload = port.recv()
+            if op == airport.STOP:
+                return served
+            if op != SLOT:
+                continue
+            off = self.offset_ns
+            node.on_slot(slot, ids[2:], int(ids[0]) - off, int(ids[1]) - off, payload)
+            served += 1
+            if logical:
+                port.reply_rows(np.empty((0, ROW_FIELDS), np.int64))
+
+    def results(self) -> dict[str, Any]:
+        """The per-slot records, the node's message rows, its counters and its clock offset."""
+        st = self.node.stats
+        return {**self.exec.rec.as_dict(), "rows": self.capture.take(), "offset_ns": self.offset_ns,
+                "node": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "stats": {"sent": st.sent, "received": st.received, "dropped_injected": st.dropped_injected,
+                          "rejected": sum(st.rejected.values()), "gaps": st.gaps}}
+
+    def close(self) -> None:
+        for x in (self.node, self.port):
+            if x is not None:
+                x.close()
+        self.node = self.port = None

@@ -1,0 +1,321 @@
+"""The execution phase at one node (paper 1 Secs. III-C, IV-C/D): what a base station, or the central unit,
+does in every slot of a deployed network, on the wall clock, over its :class:`protocol.RingNode`.
+
+Per slot, the air (the coordinator) hands each BS its local CSI (its own downlink gains to every user,
+time-stamped) with the slot's round-robin order and deadline; then, by scheme:
+
+* centralized (and the classical solvers): each BS uploads its CSI to the central unit (CSI_UPLOAD,
+  K·B values), which decides all L powers (the policy, or WMMSE / FP / the optimum) and sends each BS its K
+  powers (POWER_ASSIGNMENT);
+* round-robin: in the slot's order each BS decides on its CSI plus the powers decided so far and sends its
+  power vector to the next (POWER_VECTOR: L fractions and B flags; B - 1 hops);
+* fully decentralized: every BS decides on its own CSI; no message.
+
+Deadlines and fallbacks (real clock). A slot ends ``slot_ms`` after it starts; a node waiting for an input
+gives up ``decision_margin_us`` before the end and decides on what it has:
+
+* ``fallback = "last"``: a round-robin BS uses the last power vector it received (an earlier slot's), the
+  central unit the last CSI it received from a BS whose upload is missing (the mean gain if none ever came);
+* ``fallback = "undecided"``: a round-robin BS treats its predecessors as undecided (zero power, flag 0:
+  the first BS's state), the central unit a missing BS's gains as the mean gain;
+* a BS of the centralized scheme whose assignment does not come keeps its previous powers (either mode).
+
+A decision taken after the slot's end misses it (the air then keeps the BS's previous powers). A message of
+an earlier slot that arrives is late: counted and dropped. On the logical clock (``clock = "logical"``) there
+are no deadlines: every node waits until its input arrives or its link emulator drops it (the coordinator
+runs the slots in lockstep).
+
+Every node records per slot: when its inputs were available (CSI received; the predecessor's vector or the
+last upload received), when its powers were sent (or, for a centralized BS, received), its decision, and
+what fell back. Times are this process's ``time.monotonic_ns()``; the coordinator corrects them by the
+measured clock offset.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from time import monotonic_ns as now_ns
+
+import numpy as np
+
+from bs_agent.trpo.base_station import AgentSpec
+from bs_agent.trpo.lean import LeanPolicy, SlotState, central_state
+from bs_agent.trpo.state import GainNorm
+from protocol import Envelope, Kind, RingNode
+from protocol.links import LinkModel
+from radio.fp import fp
+from radio.problem import Problem
+from radio.wmmse import wmmse
+
+CU_ID = 1 << 15
+"""Node id of the central unit (BS ids are 0..B-1)."""
+
+METHODS = ("wmmse", "fp", "optimum")
+FALLBACKS = ("last", "undecided")
+
+POLL_SLEEP_S = 50e-6
+"""Sleep between polls in the last millisecond before a deadline."""
+
+# fallback flags recorded per slot (bitmask)
+MISSING_INPUT = 1       # an awaited message did not come in time (or was lost): fell back
+HOLD = 2                # a centralized BS kept its previous powers (no assignment)
+
+
+@dataclass(frozen=True)
+class ExecSetup:
+    """What one node of the execution phase needs, built by the coordinator.
+
+    role        'bs' or 'cu' (the central unit)
+    node_id     the BS index, or :data:`CU_ID`
+    scheme      'centralized' | 'partial' | 'full' (the methods run on the centralized message path)
+    spec        the trained policy's :class:`AgentSpec` (None for a classical method)
+    theta       the trained policy's flat parameters (None for a method)
+    method      None (the policy) or one of :data:`METHODS` (central unit only)
+    norm        the scenario's gain normalisation (the policy's input)
+    B, K        cells and users per cell
+    p_max_w, noise_w, bs_sum_power_w   the problem a central solver solves
+    inbound     link models of the messages this node receives, by sender id
+    clock       'real' (deadlines, fallbacks) | 'logical' (wait for every input or its loss)
+    fallback    one of :data:`FALLBACKS`
+    decision_margin_ns   how long before a slot's end a waiting node gives up and decides
+    seed        the run's root seed (the link emulator's streams)
+    """
+
+    role: str
+    node_id: int
+    scheme: str
+    spec: AgentSpec | None
+    theta: np.ndarray | None
+    method: str | None
+    norm: GainNorm
+    B: int
+    K: int
+    p_max_w: float
+    noise_w: float
+    bs_sum_power_w: float | None = None
+    inbound: dict[int, LinkModel] = field(default_factory=dict)
+    clock: str = "real"
+    fallback: str = "last"
+    decision_margin_ns: int = 100_000
+    seed: int = 0
+
+    @property
+    def L(self) -> int:
+        return self.B * self.K
+
+
+class SlotRecords:
+    """Per-slot records of one node (preallocated; times in ns of this process's clock)."""
+
+    def __init__(self, n: int, width: int) -> None:
+        self.t_csi = np.zeros(n, np.int64)        # CSI (or, at the central unit, the slot trigger) received
+        self.t_in = np.zeros(n, np.int64)         # inputs available (or the deadline it gave up at)
+        self.t_out = np.zeros(n, np.int64)        # powers sent (a centralized BS: its assignment received)
+        self.flags = np.zeros(n, np.int64)        # MISSING_INPUT | HOLD
+        self.frac = np.zeros((n, width), np.float32)   # its decision: power fractions (CU: all L)
+        self.done = np.zeros(n, bool)
+        self.late = 0                             # messages of finished slots that arrived (dropped)
+
+    def as_dict(self) -> dict[str, np.ndarray | int]:
+        return {"t_csi": self.t_csi, "t_in": self.t_in, "t_out": self.t_out, "flags": self.flags,
+                "frac": self.frac, "done": self.done, "late": self.late}
+
+
+class _Inbox:
+    """The node's messages of the current slot: awaited ones are taken, those of later slots kept, those of
+    finished slots counted late and dropped."""
+
+    def __init__(self, node: RingNode, rec: SlotRecords, logical: bool) -> None:
+        self.node, self.rec, self.logical = node, rec, logical
+        self.pending: dict[tuple[int, int, int], Envelope] = {}    # (kind, slot, sender) -> message
+
+    def take(self, kind: int, slot: int, senders: set[int], deadline_ns: int) -> dict[int, tuple[Envelope, int]]:
+        """Wait until a ``kind`` message of ``slot`` has come from every sender in ``senders``, or (real clock)
+        until ``deadline_ns``, or (logical clock) until the node's emulator dropped as many as are missing.
+        Returns {sender: (message, arrival time ns)}."""
+        got: dict[int, tuple[Envelope, int]] = {}
+        for s in list(senders):
+            env = self.pending.pop((kind, slot, s), None)
+            if env is not None:
+                got[s] = (env, now_ns())
+        node = self.node
+        dropped0 = node.stats.dropped_injected
+        while len(got) < len(senders):
+            if self.logical:
+                if len(got) + node.stats.dropped_injected - dropped0 >= len(senders):
+                    break
+                env = node.recv(timeout_ms=1000)
+            else:
+                left = deadline_ns - now_ns()
+                if left <= 0:
+                    break
+                # whole milliseconds block in the socket (woken by a frame); the last one polls and sleeps
+                env = node.recv(timeout_ms=left // 1_000_000) if left >= 1_000_000 else self._poll(deadline_ns)
+            if env is None:
+                continue
+            t = now_ns()
+            if env.kind == kind and env.iteration == slot and env.sender in senders:
+                got[env.sender] = (env, t)
+            elif env.iteration < slot or (env.iteration == slot and env.kind == kind):
+                self.rec.late += 1          # a message of a finished slot (or a duplicate): too late
+            else:
+                self.pending[(int(env.kind), env.iteration, env.sender)] = env
+        return got
+
+    def _poll(self, deadline_ns: int) -> Envelope | None:
+        """The last millisecond before a deadline (a socket's timeout is in whole ms): poll, sleeping ~50 µs
+        between polls so as not to take a core from the other nodes."""
+        while now_ns() < deadline_ns:
+            env = self.node.recv(timeout_ms=0)
+            if env is not None:
+                return env
+            time.sleep(POLL_SLEEP_S)
+        return None
+
+
+class ExecNode:
+    """One BS or the central unit, deciding slot by slot (see the module docstring)."""
+
+    def __init__(self, setup: ExecSetup, node: RingNode, n_slots: int) -> None:
+        self.s = setup
+        self.node = node
+        self.logical = setup.clock == "logical"
+        width = setup.L if setup.role == "cu" else setup.K
+        self.rec = SlotRecords(n_slots, width)
+        self.inbox = _Inbox(node, self.rec, self.logical)
+        self.policy = LeanPolicy(setup.spec, setup.theta) if setup.theta is not None else None
+        if setup.role == "bs" and setup.scheme != "centralized":
+            self.state = SlotState(setup.spec, setup.node_id, setup.norm)
+        L, B = setup.L, setup.B
+        self.last_token: tuple[np.ndarray, np.ndarray] | None = None   # round-robin: last vector received
+        self.last_csi: dict[int, np.ndarray] = {}                       # central unit: last upload per BS
+        self.mean_gain = float(10.0 ** (setup.norm.mean_db / 10.0))
+        self.p = np.zeros(L, np.float32)
+        self.decided = np.zeros(B, np.float32)
+
+    # ---------------------------------------------------------------- one slot
+    def on_slot(self, slot: int, order: np.ndarray, t_start_ns: int, t_end_ns: int, csi: np.ndarray) -> None:
+        """Handle slot ``slot`` (times on this process's clock): ``order`` [B] the BSs in decision order,
+        ``csi`` [L] this BS's linear gains to every user (empty at the central unit)."""
+        rec, t = self.rec, now_ns()
+        rec.t_csi[slot] = t
+        if self.logical:
+            self.node.set_tick(slot)          # release this slot's messages held by the emulator
+        wait_until = t_end_ns - self.s.decision_margin_ns
+        if self.s.role == "cu":
+            self._central_unit(slot, wait_until)
+        elif self.s.scheme == "centralized":
+            self._upload_and_wait(slot, csi, t_end_ns)
+        elif self.s.scheme == "partial":
+            self._round_robin(slot, order, csi, wait_until)
+        else:
+            self._decide_alone(slot, csi)
+        rec.done[slot] = True
+
+    def _decide_alone(self, slot: int, csi: np.ndarray) -> None:
+        """Fully decentralized: decide on the local CSI alone."""
+        rec = self.rec
+        rec.t_in[slot] = rec.t_csi[slot]
+        self.state.set_csi(csi)
+        rec.frac[slot] = self.policy(self.state.state)
+        rec.t_out[slot] = now_ns()
+
+    def _round_robin(self, slot: int, order: np.ndarray, csi: np.ndarray, wait_until: int) -> None:
+        """Round-robin: wait for the predecessor's vector (unless first), decide, pass the vector on."""
+        s, rec, b, K = self.s, self.rec, self.s.node_id, self.s.K
+        self.state.set_csi(csi)
+        pos = int(np.flatnonzero(order == b)[0])
+        p, decided = self.p, self.decided
+        if pos == 0:
+            p[:] = 0.0
+            decided[:] = 0.0
+            rec.t_in[slot] = rec.t_csi[slot]
+        else:
+            prev = int(order[pos - 1])
+            got = self.inbox.take(Kind.POWER_VECTOR, slot, {prev}, wait_until)
+            if prev in got:
+                env, rec.t_in[slot] = got[prev]
+                p[:] = env.payload["p"]
+                decided[:] = env.payload["decided"]
+                self.last_token = (p.copy(), decided.copy())
+            else:
+                rec.flags[slot] |= MISSING_INPUT
+                rec.t_in[slot] = now_ns()
+                if s.fallback == "last" and self.last_token is not None:
+                    p[:], decided[:] = self.last_token
+                    decided[b] = 0.0
+                else:
+                    p[:] = 0.0
+                    decided[:] = 0.0
+                p[b * K:(b + 1) * K] = 0.0            # it has not decided in this slot yet
+        self.state.set_powers(p, decided)
+        frac = self.policy(self.state.state)
+        rec.frac[slot] = frac
+        if pos + 1 < len(order):
+            p[b * K:(b + 1) * K] = frac
+            decided[b] = 1.0
+            self.node.send(int(order[pos + 1]), Envelope(Kind.POWER_VECTOR, b, int(order[pos + 1]), slot, 0,
+                                                         {"p": p, "decided": decided.astype(np.int64)}))
+        rec.t_out[slot] = now_ns()
+
+    def _upload_and_wait(self, slot: int, csi: np.ndarray, t_end_ns: int) -> None:
+        """A BS of the centralized scheme: upload the CSI, wait for the assignment (until the slot's end)."""
+        rec, b = self.rec, self.s.node_id
+        self.node.send(CU_ID, Envelope(Kind.CSI_UPLOAD, b, CU_ID, slot, 0, {"gains": csi.astype(np.float32)}))
+        rec.t_in[slot] = now_ns()                        # its part of the decision: the upload is out
+        got = self.inbox.take(Kind.POWER_ASSIGNMENT, slot, {CU_ID}, t_end_ns)
+        if CU_ID in got:
+            env, rec.t_out[slot] = got[CU_ID]
+            rec.frac[slot] = env.payload["p"]
+        else:
+            rec.flags[slot] |= MISSING_INPUT | HOLD
+            rec.t_out[slot] = now_ns()
+            rec.frac[slot] = rec.frac[slot - 1] if slot > 0 else 0.0
+
+    def _central_unit(self, slot: int, wait_until: int) -> None:
+        """Gather every BS's upload (or fall back), decide all L powers, assign each BS its K."""
+        s, rec, B, K = self.s, self.rec, self.s.B, self.s.K
+        got = self.inbox.take(Kind.CSI_UPLOAD, slot, set(range(B)), wait_until)
+        user_bs = np.empty((s.L, B))
+        for b in range(B):
+            if b in got:
+                user_bs[:, b] = got[b][0].payload["gains"]
+                self.last_csi[b] = user_bs[:, b].copy()
+            else:
+                rec.flags[slot] |= MISSING_INPUT
+                last = self.last_csi.get(b) if s.fallback == "last" else None
+                user_bs[:, b] = last if last is not None else self.mean_gain
+        rec.t_in[slot] = max((t for _, t in got.values()), default=now_ns()) if len(got) == B else now_ns()
+        frac = self._decide_all(user_bs)
+        rec.frac[slot] = frac
+        for b in range(B):
+            self.node.send(b, Envelope(Kind.POWER_ASSIGNMENT, CU_ID, b, slot, 0,
+                                       {"p": frac[b * K:(b + 1) * K]}))
+        rec.t_out[slot] = now_ns()
+
+    def _decide_all(self, user_bs: np.ndarray) -> np.ndarray:
+        """All L power fractions from the network's gains [L, B]: the centralized policy, or a solver."""
+        s = self.s
+        if s.method is None:
+            return self.policy(central_state(s.norm, user_bs))
+        G = user_bs[:, np.repeat(np.arange(s.B), s.K)]            # [L, L], the convention of radio
+        pr = Problem(G, s.noise_w, np.full(s.L, s.p_max_w), 1.0, s.B, s.K, s.bs_sum_power_w)
+        return (solve(s.method, pr)[0] / s.p_max_w).astype(np.float32)
+
+
+def solve(method: str, problem: Problem) -> np.ndarray:
+    """Powers [n, L] W of a classical method (the central unit's solver)."""
+    if method == "wmmse":
+        return wmmse(problem).p
+    if method == "fp":
+        return fp(problem).p
+    if method == "optimum":
+        from radio.optimum import optimum
+
+        return optimum(problem).p
+    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+
+
+__all__ = ["CU_ID", "METHODS", "FALLBACKS", "MISSING_INPUT", "HOLD", "ExecSetup", "ExecNode", "SlotRecords",
+           "solve"]
