@@ -31,6 +31,7 @@ class TrpoStream(IntEnum):
     INIT = 2      # network initialisation (the same at every BS: the policy is shared)
     AGENT = 3     # a BS's Gaussian sampling noise (key: AGENT, bs)
     EVAL = 4      # reserved (held-out draws use the run seed + 1, see deploy)
+    LOSS = 5      # which round-robin vectors are lost in training (links.loss)
 
 
 class ZoStream(IntEnum):

@@ -108,10 +108,11 @@ class BSActor(AgentOps):
             self.served[0] += 1
 
     def round_robin(self, position: np.ndarray, M: int, B: int, L: int, iteration: int, run_id: str = "",
-                    timeout_ms: int = 60_000, csi: np.ndarray | None = None) -> tuple[np.ndarray | None, list[Row]]:
+                    timeout_ms: int = 60_000, csi: np.ndarray | None = None, lost: np.ndarray | None = None
+                    ) -> tuple[np.ndarray | None, list[Row]]:
         """(Load ``csi`` if given, then) B passes of the token around the ring b -> b+1; BS 0 starts
-        from zero power. Returns (the final token's powers at the last BS of the ring, else None; the
-        rows this node recorded)."""
+        from zero power; ``lost`` [M]: this BS's slots whose predecessor's vector is lost. Returns (the final
+        token's powers at the last BS of the ring, else None; the rows this node recorded)."""
         node, b = self.node, self.bs_id
         if node is None:
             raise RuntimeError(f"BS {b}: ring not opened")
@@ -127,7 +128,7 @@ class BSActor(AgentOps):
                 if env.kind != Kind.POWER_VECTOR or env.iteration != iteration:
                     raise RuntimeError(f"BS {b}: unexpected message {env.kind} of iteration {env.iteration}")
                 p, decided = env.payload["p"].astype(np.float64), env.payload["decided"].astype(bool)
-            self.rr_pass(p, decided, position, n)
+            self.rr_pass(p, decided, position, n, lost)
             if b == B - 1 and n == B - 1:
                 return p, self.capture.take()
             node.send((b + 1) % B, Envelope(Kind.POWER_VECTOR, b, (b + 1) % B, iteration, 0,

@@ -229,13 +229,20 @@ class BaseStation:
             self._vkey = key
         return self._vout, self._vcache
 
-    def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int) -> None:
+    def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int,
+                lost: np.ndarray | None = None) -> None:
         """Round-robin pass n (in place on the token): act on the slots where this BS is at step n,
         from its CSI plus the powers decided so far; write its powers and flag into the token.
-        ``p_frac`` [M, L], ``decided`` [M, B], ``position`` [M] this BS's step in each slot's order."""
+        ``p_frac`` [M, L], ``decided`` [M, B], ``position`` [M] this BS's step in each slot's order;
+        ``lost`` [M]: slots whose vector from the predecessor was lost — the BS sees every predecessor as
+        undecided there (the execution phase's ``undecided`` fallback), and passes on only its own powers."""
         rows = np.nonzero(position == n)[0]
         if rows.size == 0:
             return
+        if lost is not None:
+            gone = rows[lost[rows]]
+            p_frac[gone] = 0.0
+            decided[gone] = False
         K, b = self.spec.K, self.bs_id
         extra = relative_powers(p_frac[rows], decided[rows], b, K)
         frac = self.act(rows, extra)

@@ -81,8 +81,9 @@ class AgentOps:
         self.bs.load_csi(csi, stochastic)
         return self.bs.act()
 
-    def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int) -> None:
-        self.bs.rr_pass(p_frac, decided, position, n)
+    def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int,
+                lost: np.ndarray | None = None) -> None:
+        self.bs.rr_pass(p_frac, decided, position, n, lost)
 
     # ---- learning shares
     def start_learning(self, returns: np.ndarray, step_w: np.ndarray, critic: bool = False

@@ -51,7 +51,8 @@ class AgentBackend(Protocol):
     def load(self, gains_norm: np.ndarray, stochastic: bool = True) -> None: ...
     def act_all(self, gains_norm: np.ndarray | None = None, stochastic: bool = True) -> np.ndarray: ...
     def act_round_robin(self, position: np.ndarray, iteration: int = 0, run_id: str = "", log_hops: bool = True,
-                        gains_norm: np.ndarray | None = None) -> tuple[np.ndarray, list[Row]]: ...
+                        gains_norm: np.ndarray | None = None, lost: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, list[Row]]: ...
     def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray], critic: bool = False,
                        iteration: int = 0) -> list[tuple[np.ndarray, Crit]]: ...
     def fvp(self, v: np.ndarray, critic: bool = False, phi: np.ndarray | None = None
@@ -164,9 +165,11 @@ class InprocBackend:
 
     @_agent_threads
     def act_round_robin(self, position: np.ndarray, iteration: int = 0, run_id: str = "",
-                        log_hops: bool = True, gains_norm: np.ndarray | None = None) -> tuple[np.ndarray, list[Row]]:
+                        log_hops: bool = True, gains_norm: np.ndarray | None = None, lost: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, list[Row]]:
         """position [M, B]: step of BS b in slot m's order. The token (powers so far, flags) goes around
-        the ring 0 -> 1 -> ... -> B-1 B times; on pass n each BS fills the slots where it is step n.
+        the ring 0 -> 1 -> ... -> B-1 B times; on pass n each BS fills the slots where it is step n;
+        ``lost`` [M, B]: BS b's vector from its predecessor in slot m is lost (it sees them undecided).
         Returns the powers and the B*B - 1 hops as log rows (the last BS keeps the final token)."""
         if gains_norm is not None:
             self.load(gains_norm)
@@ -176,7 +179,7 @@ class InprocBackend:
         rows: list[Row] = []
         for n in range(B):
             for b, a in enumerate(self.agents):
-                a.rr_pass(p_frac, decided, position[:, b], n)
+                a.rr_pass(p_frac, decided, position[:, b], n, None if lost is None else lost[:, b])
                 if log_hops and not (n == B - 1 and b == B - 1):
                     ring_hop(rows, self._seqs, b, (b + 1) % B, iteration, token_payload(p_frac, decided), run_id)
         return p_frac, rows

@@ -96,6 +96,15 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class TrainLinksConfig:
+    """The round-robin token's links during training (logical time): asynchrony as the policy meets it."""
+
+    loss: float = _f(0.0, "probability that a BS's vector from its predecessor is lost in a slot (round-robin "
+                          "only): it then sees its predecessors as undecided, as the execution phase's 'undecided' "
+                          "fallback does; logged as dropped", range=(0.0, 1.0))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything `bsemu train` needs."""
 
@@ -103,6 +112,7 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     trpo: TrpoConfig = field(default_factory=TrpoConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    links: TrainLinksConfig = field(default_factory=TrainLinksConfig)
 
     @property
     def method_name(self) -> str:
@@ -138,3 +148,6 @@ def check_feasible(cfg: TrainConfig) -> None:
                           "remove it for 7cell")
     if cfg.run.algo == "a2c" and cfg.run.scheme != "centralized":
         raise ConfigError("run.algo: a2c is the centralized baseline; expected run.scheme=centralized")
+    if cfg.links.loss > 0 and cfg.run.scheme != "partial":
+        raise ConfigError(f"links.loss={cfg.links.loss:g}: lost power vectors exist in the round-robin scheme only "
+                          "(run.scheme=partial)")

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bs_agent.trpo.ops import Crit, agent_ids
+from bs_agent.trpo.ops import Crit, agent_ids, token_payload
 from coordinator.messages import COORDINATOR, RunMessages
 from coordinator.trpo.backend import AgentBackend
-from protocol import Kind, now_ns
-from protocol.log import MEMORY, SOCKET
+from protocol import Envelope, Kind, frame_size, now_ns
+from protocol.log import DROPPED, MEMORY, SOCKET
 
 
 class LoggedBackend:
@@ -40,11 +40,14 @@ class LoggedBackend:
         self.name = backend.name
         self.ids = agent_ids(backend.spec)
         self.iteration = 0
+        self.lost = 0            # one-slot round-robin vectors lost in the last sample
 
     # ---- sampling
-    def sample(self, gains_norm: np.ndarray, iteration: int, position: np.ndarray | None = None) -> np.ndarray:
+    def sample(self, gains_norm: np.ndarray, iteration: int, position: np.ndarray | None = None,
+               lost: np.ndarray | None = None) -> np.ndarray:
         """The agents act on the M slots of ``gains_norm`` [M, L, B] along the scheme's message path;
-        returns the power fractions [M, L]. ``position`` [M, B]: the round-robin order of every slot."""
+        returns the power fractions [M, L]. ``position`` [M, B]: the round-robin order of every slot;
+        ``lost`` [M, B]: BS b's vector from its predecessor lost in slot m (logged as dropped)."""
         self.iteration = it = iteration
         spec, log, raw, t = self.spec, self.log, self.raw, now_ns()
         B, K = spec.B, spec.K
@@ -56,12 +59,27 @@ class LoggedBackend:
         elif spec.scheme == "partial":
             if position is None:
                 raise ValueError("round-robin sampling needs the slots' orders (position)")
-            frac, hops = raw.act_round_robin(position, it, log.run_id, gains_norm=gains_norm)
+            frac, hops = raw.act_round_robin(position, it, log.run_id, gains_norm=gains_norm, lost=lost)
             log.record_rows(hops, via=MEMORY if raw.name == "inproc" else SOCKET)
             log.carried(Kind.POWER_VECTOR, B - 1, COORDINATOR, it, {"p": frac}, t)
+            self.lost = 0 if lost is None else int(lost.sum())
+            if lost is not None:
+                self._log_lost(position, lost, it, t)
         else:
             frac = raw.act_all(gains_norm)
         return frac
+
+    def _log_lost(self, position: np.ndarray, lost: np.ndarray, it: int, t: int) -> None:
+        """One dropped row per lost one-slot vector: from the BS one step before, to the BS that lost it; seq is
+        the slot within the batch, nbytes the size of that slot's vector alone."""
+        B, L = self.spec.B, self.spec.B * self.spec.K
+        order = np.argsort(position, axis=1)
+        nbytes = frame_size(Envelope(Kind.POWER_VECTOR, 0, 0, it, 0, token_payload(np.zeros(L), np.zeros(B))))
+        via, self.log.via = self.log.via, MEMORY
+        for m, b in zip(*np.nonzero(lost), strict=True):
+            pred = int(order[m, position[m, b] - 1])
+            self.log.record(DROPPED, int(Kind.POWER_VECTOR), pred, int(b), it, int(m), nbytes, t, t)
+        self.log.via = via
 
     # ---- learning
     def start_learning(self, returns: Sequence[np.ndarray], step_w: Sequence[np.ndarray], critic: bool = False

@@ -111,9 +111,11 @@ class RayBackend:
         return out[0] if self.spec.scheme == "centralized" else np.concatenate(out, axis=1)
 
     def act_round_robin(self, position: np.ndarray, iteration: int = 0, run_id: str = "",
-                        log_hops: bool = True, gains_norm: np.ndarray | None = None) -> tuple[np.ndarray, list[Row]]:
+                        log_hops: bool = True, gains_norm: np.ndarray | None = None, lost: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, list[Row]]:
         M, B = position.shape
-        out = ray.get([a.round_robin.remote(position[:, b], M, B, B * self.spec.K, iteration, run_id, 60_000, c)
+        out = ray.get([a.round_robin.remote(position[:, b], M, B, B * self.spec.K, iteration, run_id, 60_000, c,
+                                            None if lost is None else lost[:, b])
                        for b, (a, c) in enumerate(zip(self.actors, self._csi(gains_norm), strict=True))])
         rows = sorted((r for _, rs in out for r in rs), key=_event_time) if log_hops else []
         return np.array(out[-1][0]), rows

@@ -67,6 +67,7 @@ class Trainer:
         self.agents = LoggedBackend(backend, self.log)
         self.air_rng = np.random.default_rng(child_seed(cfg.run.seed, TrpoStream.AIR))
         self.order_rng = np.random.default_rng(child_seed(cfg.run.seed, TrpoStream.ORDER))
+        self.loss_rng = np.random.default_rng(child_seed(cfg.run.seed, TrpoStream.LOSS))
         theta, phi = backend.initial_params()
         self.theta = torch.from_numpy(np.array(theta))
         self.phi = torch.nn.Parameter(torch.from_numpy(np.array(phi)))
@@ -82,7 +83,7 @@ class Trainer:
             "iteration": self.iteration, "theta": self.theta.clone(), "phi": self.phi.detach().clone(),
             "value_opt": self.value_opt.state_dict(),
             "air_rng": self.air_rng.bit_generator.state, "order_rng": self.order_rng.bit_generator.state,
-            "agent_rng": self.backend.rng_states(),
+            "loss_rng": self.loss_rng.bit_generator.state, "agent_rng": self.backend.rng_states(),
         }
         if self.rule.checkpoint_key:
             st[self.rule.checkpoint_key] = self.rule.state_dict()
@@ -98,6 +99,8 @@ class Trainer:
             self.rule.load_state_dict(st[self.rule.checkpoint_key])
         self.air_rng.bit_generator.state = st["air_rng"]
         self.order_rng.bit_generator.state = st["order_rng"]
+        if "loss_rng" in st:      # (checkpoints written before links.loss existed had no losses to draw)
+            self.loss_rng.bit_generator.state = st["loss_rng"]
         self.backend.set_rng_states(st["agent_rng"])
         self.backend.set_policy(self.theta.numpy())
         self.backend.set_value(self.phi.detach().numpy())
@@ -108,7 +111,10 @@ class Trainer:
         M, B, K, L = self.cfg.trpo.episodes, self.B, self.K, self.L
         ub = self.scenario.user_bs_gains(M, self.air_rng)              # [M, L, B] the air
         position = random_positions(self.order_rng, M, B) if self.cfg.run.scheme == "partial" else None
-        frac = self.agents.sample(self.norm(ub), it, position)
+        lost = None
+        if self.cfg.links.loss > 0:     # BS b's vector from its predecessor lost in slot m (none for the first)
+            lost = (self.loss_rng.random((M, B)) < self.cfg.links.loss) & (position > 0)
+        frac = self.agents.sample(self.norm(ub), it, position, lost)
         problem = Problem(expand_gains(ub, K), self.scenario.noise_w, np.full(L, self.scenario.p_max_w),
                           self.scenario.bandwidth_hz, B, K, self.scenario.bs_sum_power_w)
         R = sum_rate(problem.G, powers_w(frac, problem), problem.noise_w)   # [M] bit/s/Hz, common reward
@@ -152,7 +158,7 @@ class Trainer:
         return {
             "iteration": it, "reward": mean_r, "reward_mbps": mean_r * self.scenario.bandwidth_hz / 1e6,
             **metrics, "value_loss": vloss, "seconds": time.perf_counter() - t0, "env_steps": M * N,
-            **self.log.take_iteration(),
+            **({"lost_vectors": self.agents.lost} if cfg.links.loss > 0 else {}), **self.log.take_iteration(),
         }
 
     def surrogate_kl(self, theta: torch.Tensor, count: float, critic: CriticRounds) -> tuple[float, float]:

@@ -20,7 +20,9 @@ SMALL = ["policy.hidden=16", "policy.layers=2", "trpo.episodes=48", "trpo.cg_ite
                                           # critic minibatches, cycling past k, rounds riding over the nodes
                                           ("partial", ["trpo.value_epochs=4", "trpo.value_batches=3"]),
                                           # the critic's hidden layers in bfloat16
-                                          ("centralized", ["trpo.value_precision=bfloat16"])])
+                                          ("centralized", ["trpo.value_precision=bfloat16"]),
+                                          # training under asynchrony: lost round-robin vectors
+                                          ("partial", ["links.loss=0.3"])])
 def test_inproc_equals_ray(ray_session, scheme, extra):
     torch.set_num_threads(1)
     thetas = {}
@@ -32,7 +34,7 @@ def test_inproc_equals_ray(ray_session, scheme, extra):
             tr = Trainer(cfg, be)
             ms = [tr.step() for _ in range(2)]
             thetas[backend] = (tr.theta.clone(), tr.phi.detach().clone())
-            logs[backend] = {k: v for k, v in ms[-1].items() if k.startswith("msgs_")}
+            logs[backend] = {k: v for k, v in ms[-1].items() if k.startswith("msgs_") or k == "lost_vectors"}
         finally:
             be.close()
     assert torch.equal(thetas["inproc"][0], thetas["ray"][0])
@@ -130,3 +132,36 @@ def test_fvp_phase_over_ring_equals_ray_calls(ray_session):
             assert served == [[0, 0]] * spec.B
     assert torch.equal(out[True][0], out[False][0]) and torch.equal(out[True][1], out[False][1])
     assert out[True][2] == out[False][2]
+
+
+def test_lost_vectors_are_seen_as_undecided_and_logged_as_dropped(tmp_path):
+    """links.loss in round-robin training: each lost one-slot vector is one dropped row from the BS one step
+    before, and the BS that lost it acts as if it were first: no power and no flag in its state."""
+    import numpy as np
+
+    from coordinator.messages import RunMessages
+    from coordinator.trpo.config import check_feasible
+    from coordinator.trpo.trainer import random_positions
+    from protocol.log import DROPPED, read_rows
+
+    cfg = load_config(TrainConfig, None, SMALL + ["run.scheme=partial", "run.backend=inproc", "links.loss=0.25"])
+    be = make_backend(cfg)
+    tr = Trainer(cfg, be, RunMessages(tmp_path / "m.csv", "r"))
+    m = tr.step()
+    tr.log.close()
+    dropped = [r for r in read_rows(tmp_path / "m.csv") if r[0] == DROPPED]
+    assert m["lost_vectors"] == len(dropped) > 0
+    M, B, L = cfg.trpo.episodes, 3, 6
+    position = random_positions(np.random.default_rng(child_seed(cfg.run.seed, TrpoStream.ORDER)), M, B)
+    order = np.argsort(position, axis=1)
+    lost = np.zeros((M, B), bool)
+    for r in dropped:                                    # (sender, receiver, slot) = (predecessor, b, m)
+        b, slot = r[3], r[5]
+        assert position[slot, b] > 0 and r[2] == order[slot, position[slot, b] - 1]
+        lost[slot, b] = True
+    for b, a in enumerate(be.agents):
+        extra = a.bs.obs.numpy()[:, L:]                  # relative powers [L] and flags [B] in BS b's state
+        alone = (extra == 0).all(axis=1)
+        assert np.array_equal(alone, (position[:, b] == 0) | lost[:, b])
+    with pytest.raises(ValueError, match="round-robin"):
+        check_feasible(load_config(TrainConfig, None, ["run.scheme=full", "links.loss=0.1"]))
