@@ -4,8 +4,10 @@
     gamma_l = G_ll p_l / (sum_{j!=l} G_lj p_j + sigma^2)
     y_l     = sqrt((1 + gamma_l) G_ll p_l) / (sum_j G_lj p_j + sigma^2)
     p_l     = min(p_max, (1 + gamma_l) y_l^2 G_ll / (sum_j y_j^2 G_jl + lambda_b)^2)
-For single-antenna links this coincides iterate by iterate with WMMSE (y = sqrt(w) u); it is written
-independently here and the tests use each as the other's reference.
+For single-antenna links this coincides iterate by iterate with WMMSE (y = sqrt(w) u); its update is
+written independently here and the tests use each as the other's reference. The rest -- products with G,
+the stopping rule, lambda_b, the batched and the one-realization loops -- is radio.wmmse's machinery,
+which tests/radio/test_wmmse_fast.py checks against a plain-loop reference.
 
 ``fp_direct`` -- the direct quadratic transform of the SINR inside the log, a genuinely different MM
 algorithm:
@@ -17,61 +19,70 @@ each coordinate solved by bisection on its monotone derivative) never decreases 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from radio.linops import GainOps
 from radio.problem import Problem
 from radio.rates import sum_rate
 from radio.simple import SolverResult
-from radio.wmmse import _rate_from_rx
+from radio.wmmse import _Ctx, _LinkMajor, _One, _one_bs_divide, _run, _single_result, _transmit, _Work
 
 
 def fp(problem: Problem, p0: np.ndarray | None = None, max_iter: int = 500, tol: float = 1e-6) -> SolverResult:
-    """Closed-form FP from full power (or ``p0``); stops like :func:`radio.wmmse.wmmse`."""
-    ops, s2 = GainOps(problem), problem.noise_w
-    g_ll = ops.diag
+    """Closed-form FP from full power (or ``p0`` [n, L] W); stops like :func:`radio.wmmse.wmmse` and runs on
+    its batched machinery (link-major layout, converged realizations dropped, closed-form lambda_b); only
+    the update below is FP's own. Returns powers [n, L] W, sum-rates [n] and the trace [iters+1, n]."""
+    if problem.n == 1:
+        return _single_result(problem, p0, max_iter, tol, _fp_one_step, squared=False)
     p = problem.p_full() if p0 is None else problem.project(p0)
-    rx = ops.matvec(p) + s2
-    trace = [_rate_from_rx(g_ll * p, rx)]
-    active = np.ones(problem.n, dtype=bool)
-    it = 0
-    for it in range(1, max_iter + 1):
-        gamma = g_ll * p / np.maximum(rx - g_ll * p, 1e-300)
-        y = np.sqrt((1.0 + gamma) * g_ll * p) / rx
-        num = (1.0 + gamma) * y * y * g_ll
-        den = ops.rmatvec(y * y)
-        p = np.where(active[:, None], _power_step(problem, num, den), p)
-        rx = ops.matvec(p) + s2
-        trace.append(_rate_from_rx(g_ll * p, rx))
-        active &= np.abs(trace[-1] - trace[-2]) > tol * np.maximum(np.abs(trace[-2]), 1e-12)
-        if not active.any():
-            break
-    return SolverResult(p, trace[-1], np.stack(trace), it)
+    return _run(problem, p, squared=False, step=_fp_step, max_iter=max_iter, tol=tol)
 
 
-def _power_step(problem: Problem, num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """p = min(p_max, num / (den + lambda_b)^2), lambda_b >= 0 by bisection under a per-BS sum limit."""
-    p_max = problem.p_max_w[None, :]
-    p = np.minimum(p_max, num / np.maximum(den, 1e-300) ** 2)
-    if problem.bs_sum_power_w is None:
-        return p
-    n, B, K, P = p.shape[0], problem.cells, problem.users_per_cell, problem.bs_sum_power_w
-    numb, denb = num.reshape(n, B, K), den.reshape(n, B, K)
-    pmb = np.broadcast_to(p_max, p.shape).reshape(n, B, K)
+def _fp_step(ctx: _Ctx, gains: _LinkMajor, wk: _Work, p: np.ndarray, out: np.ndarray) -> None:
+    """One closed-form FP update of the powers p [L, m] into ``out``, given rx = G p + sigma^2 and
+    I = rx - G_ll p (interference + noise) in ``wk``."""
+    sig = np.multiply(gains.g, p, out=wk.t1)                    # G_ll p_l
+    opg = np.divide(sig, wk.I, out=wk.t2)                       # gamma_l
+    opg += 1.0                                                  # 1 + gamma_l
+    y = np.multiply(opg, sig, out=wk.t3)
+    np.sqrt(y, out=y)
+    np.divide(y, wk.rx, out=y)                                  # y_l = sqrt((1 + gamma_l) G_ll p_l) / rx_l
+    y2 = np.multiply(y, y, out=y)                               # y_l^2
+    num = np.multiply(opg, y2, out=wk.t4)
+    num *= gains.g                                              # (1 + gamma_l) y_l^2 G_ll
+    den = gains.rmatvec(y2, wk.r)                               # sum_j y_j^2 G_jl, per column group
+    _transmit(ctx, gains, num, den, out, squared=False)         # p_l = min(p_max, num_l / (den_l + lambda_b)^2)
 
-    def total(lam: np.ndarray) -> np.ndarray:
-        return np.minimum(pmb, numb / np.maximum(denb + lam[..., None], 1e-300) ** 2).sum(-1)
 
-    over = total(np.zeros((n, B))) > P
-    lo, hi = np.zeros((n, B)), np.ones((n, B))
-    while np.any(over & (total(hi) > P)):
-        hi = np.where(total(hi) > P, 4.0 * hi, hi)
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        big = total(mid) > P
-        lo, hi = np.where(big, mid, lo), np.where(big, hi, mid)
-    lam = np.where(over, hi, 0.0)
-    return np.minimum(pmb, numb / np.maximum(denb + lam[..., None], 1e-300) ** 2).reshape(n, B * K)
+def _fp_one_step(one: _One) -> Callable[[], None]:
+    """The FP update of one realization's powers one.x [L] in place (1-D twin of :func:`_fp_step`)."""
+    L, p, rx, I, g, Gt, p_max, ones = one.L, one.x, one.rx, one.I, one.g, one.Gt, one.p_max, one.ones
+    sig, opg, num, den = np.empty((4, L))
+    ye = np.empty(L + 1)                                        # [y^2; 1]: [y^2; 1] Gt = G^T y^2 + TINY
+    ye[L] = 1.0
+    y, den_of = ye[:L], ye.dot
+    mul, div, add, sqrt, minimum = np.multiply, np.divide, np.add, np.sqrt, np.minimum
+
+    def step() -> None:
+        mul(g, p, sig)                                          # G_ll p_l
+        div(sig, I, opg)                                        # gamma_l
+        add(opg, ones, opg)                                     # 1 + gamma_l
+        mul(opg, sig, y)
+        sqrt(y, y)
+        div(y, rx, y)                                           # y_l = sqrt((1 + gamma_l) G_ll p_l) / rx_l
+        mul(y, y, y)                                            # y_l^2
+        mul(opg, y, num)
+        mul(num, g, num)                                        # (1 + gamma_l) y_l^2 G_ll
+        den_of(Gt, den)                                         # sum_j y_j^2 G_jl (+ TINY)
+        if one.P is None:
+            mul(den, den, den)
+            div(num, den, p)
+        else:
+            _one_bs_divide(one, num, den, p, squared=False)     # / (den + lambda_b)^2
+        minimum(p, p_max, out=p)                                # p_l = min(p_max, ...)
+
+    return step
 
 
 def fp_direct(problem: Problem, p0: np.ndarray | None = None, max_iter: int = 300, tol: float = 1e-6,
