@@ -1,6 +1,7 @@
-"""Channel draws for the three scenarios (paper 1 Sec. II / Table I; paper 2 Sec. IV).
+"""Channel draws for the scenarios (paper 1 Sec. II / Table I; paper 2 Sec. IV).
 
-Cellular ('3cell', '7cell'): user of link l at distance d from BS b sees the power gain
+Cellular ('3cell', '7cell', '19cell'; layouts in :mod:`radio.layouts`): user of link l at distance d from
+BS b sees the power gain
     |h|^2 = beta * |g|^2,   beta = (1 + d/d0)^-alpha,   |g|^2 ~ Exp(1)   (g ~ CN(0, 1), Rayleigh)
 independently per (user, BS, slot). 'links' (paper 2): G_lj = c_l * h_lj^2 with h_lj ~ N(0, 1) i.i.d.
 and optional per-receiver path-loss factors c_l (``link_channel='complex'``: h_lj ~ CN(0, 1), so
@@ -15,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from radio.layouts import bs_positions, distances, drop_users, wraparound_shifts
+from radio.layouts import LAYOUT_CELLS, WRAPAROUND_RINGS, bs_positions, distances, drop_users, wraparound_shifts
 from radio.problem import Problem, ProblemError
 from radio.units import dbm_to_w, noise_power_w
 
-SCENARIOS = ("3cell", "7cell", "links")
+SCENARIOS = ("3cell", "7cell", "19cell", "links")
 LINK_CHANNELS = ("real", "complex")
 
 
@@ -27,10 +28,10 @@ LINK_CHANNELS = ("real", "complex")
 class Scenario:
     """A network scenario. Defaults are paper 1's Table I (3 cells, K = 2) and paper 2's Sec. IV."""
 
-    kind: str = "3cell"                 # '3cell' | '7cell' | 'links'
+    kind: str = "3cell"                 # '3cell' | '7cell' | '19cell' | 'links'
     users_per_cell: int = 2             # K (cellular only)
     cell_radius_m: float = 1000.0
-    alpha: float = 3.76                 # path-loss exponent (3.76 for 3 cells, 4.0 for 7 cells)
+    alpha: float = 3.76                 # path-loss exponent (3.76 for 3 cells, 4.0 for 7 and 19 cells)
     d0_m: float = 0.392                 # reference distance
     bandwidth_hz: float = 20e6          # W
     p_max_dbm: float = 43.0             # per-user power limit
@@ -67,8 +68,10 @@ class Scenario:
 
     @classmethod
     def preset(cls, kind: str, **overrides: Any) -> Scenario:
-        """Paper settings: '3cell' (K=2, alpha 3.76), '7cell' (K=8, alpha 4.0), 'links' (N=5)."""
-        base = {"3cell": {}, "7cell": {"users_per_cell": 8, "alpha": 4.0}, "links": {}}
+        """Paper settings: '3cell' (K=2, alpha 3.76), '7cell' (K=8, alpha 4.0), 'links' (N=5); '19cell' (K=8,
+        alpha 4.0) is the 7-cell setting on the two-ring cluster (beyond the paper: a scale setting)."""
+        seven = {"users_per_cell": 8, "alpha": 4.0}
+        base = {"3cell": {}, "7cell": seven, "19cell": seven, "links": {}}
         if kind not in base:
             raise ProblemError(f"scenario: expected one of {SCENARIOS}, got {kind!r}")
         return cls(kind=kind, **{**base[kind], **overrides})
@@ -82,7 +85,7 @@ class Scenario:
     @property
     def cells(self) -> int:
         """B (the number of BSs; N for the links model)."""
-        return {"3cell": 3, "7cell": 7}.get(self.kind, self.n_links)
+        return LAYOUT_CELLS.get(self.kind, self.n_links)
 
     @property
     def K(self) -> int:
@@ -115,7 +118,7 @@ class Scenario:
         if self.kind == "links":
             raise ProblemError("scenario.kind: user_bs_gains is defined for cellular layouts only")
         bs = bs_positions(self.kind, self.cell_radius_m)
-        shifts = wraparound_shifts(self.cell_radius_m) if self.kind == "7cell" else None
+        shifts = wraparound_shifts(self.cell_radius_m, self.kind) if self.kind in WRAPAROUND_RINGS else None
         if self.redrop:
             users = drop_users(bs, self.cell_radius_m, n, self.K, rng)
         else:

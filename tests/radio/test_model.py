@@ -50,7 +50,7 @@ def _inside_pointy_hexagon(xy: np.ndarray, c: np.ndarray, R: float) -> np.ndarra
     return (dx <= np.sqrt(3) / 2 * R + 1e-9) & (dy <= R - dx / np.sqrt(3) + 1e-9)
 
 
-@pytest.mark.parametrize("layout", ["3cell", "7cell"])
+@pytest.mark.parametrize("layout", ["3cell", "7cell", "19cell"])
 def test_users_fall_inside_their_own_hexagon(layout):
     R, K = 1000.0, 4
     bs = bs_positions(layout, R)
@@ -137,7 +137,7 @@ def test_links_complex_channel_has_exponential_gains_and_real_is_the_default_str
         Scenario.preset("links", link_channel="rayleigh")
 
 
-@pytest.mark.parametrize("kind", ["3cell", "7cell", "links"])
+@pytest.mark.parametrize("kind", ["3cell", "7cell", "19cell", "links"])
 def test_same_seed_same_draws_different_seed_different(kind):
     sc = Scenario.preset(kind)
     a = sc.sample(3, np.random.default_rng(7)).G
