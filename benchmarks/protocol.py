@@ -8,7 +8,14 @@ beside raw pyzmq send/recv of a frame of the same size measured in the same run,
 blocks. Goals: protocol / raw latency <= 1.5; encode + decode of a power vector <= 10 us.
 
     python benchmarks/protocol.py [--bs 7] [--params 10000] [--hop-msgs 4000] [--bcast-msgs 2000]
-                                  [--subscribers 2] [--blocks 4]
+                                  [--subscribers 2] [--blocks 4] [--curve] [--recv-budget BYTES]
+                                  [--latency-only]
+
+``--curve`` runs every socket of the latency rows (raw columns too) with CURVE, so the protocol column
+includes what CURVE adds to a node's receive path: ``recv(copy=False)``, reading the frame's ZAP
+User-Id and checking it against the envelope's sender. ``--recv-budget`` sets the nodes' receive
+budget (default: the node default, which gives RCVHWM 1 with 64 MiB frames); the raw sockets get the
+same RCVHWM and MAXMSGSIZE as the node's inbound socket.
 """
 
 from __future__ import annotations
@@ -38,14 +45,18 @@ from protocol import (  # noqa: E402
     Envelope,
     Kind,
     MessageLog,
+    NodeKeys,
     RingNode,
     broadcast_barrier,
     decode,
     encode,
+    generate_run_keys,
     now_ns,
     ring_barrier,
 )
 from protocol.codec import CODEC_IMPL, _py_decode, _py_encode_fields  # noqa: E402
+from protocol.node import _Node  # noqa: E402
+from protocol.security import CurveServer, make_client  # noqa: E402
 
 _TS = struct.Struct("<q")
 
@@ -111,6 +122,13 @@ _T = struct.Struct(">Q")  # how msgpack carries t_send_ns (0xcf, then 8 bytes bi
 _SOCK_OPTS = ((zmq.LINGER, 0), (zmq.SNDHWM, DEFAULT_HWM), (zmq.RCVHWM, DEFAULT_HWM), (zmq.SNDTIMEO, 10_000))
 
 
+def inbound_like(sock: zmq.Socket, node: _Node) -> zmq.Socket:
+    """Give a raw receiving socket the node's inbound queue options (RCVHWM, MAXMSGSIZE)."""
+    for opt in (zmq.RCVHWM, zmq.MAXMSGSIZE):
+        sock.setsockopt(opt, node._in.getsockopt(opt))
+    return sock
+
+
 def frame_template(kind: Kind, sender: int, receiver: int, payload: dict[str, Any]) -> tuple[bytearray, int]:
     """The frame a node sends for this message (fields of the measured widths) and the offset of its
     t_send_ns bytes: raw columns patch the send time in there and send these very bytes."""
@@ -140,15 +158,22 @@ class Hop:
     PUSH/PULL TCP loopback sockets with the same options and moves frames of the same length
     (asserted); only what runs around ``send``/``recv`` differs (see the legend in ``main``)."""
 
-    def __init__(self, role: int, bs: int, batch: int, up: Any, down: Any) -> None:
+    def __init__(self, role: int, bs: int, batch: int, up: Any, down: Any, keys: NodeKeys | None,
+                 budget: int | None) -> None:  # fmt: skip
         self.role, self.other = role, 1 - role
         self.ctx = zmq.Context()
-        self.raw_in = raw_socket(self.ctx, zmq.PULL)
+        self.node = RingNode(role, log=MessageLog(os.path.join(tempfile.mkdtemp(), f"hop{role}.csv"), node=role),
+                             curve=keys, recv_budget_bytes=budget)  # fmt: skip
+        self.raw_in = inbound_like(raw_socket(self.ctx, zmq.PULL), self.node)
+        self.auth = CurveServer(self.ctx, keys) if keys is not None else None
+        if self.auth is not None:
+            self.auth.make_server(self.raw_in)
         raw_ep = f"tcp://127.0.0.1:{self.raw_in.bind_to_random_port('tcp://127.0.0.1')}"
-        self.node = RingNode(role, log=MessageLog(os.path.join(tempfile.mkdtemp(), f"hop{role}.csv"), node=role))
         up.put((role, raw_ep, self.node.endpoint))
         peer_raw, peers = down.get(timeout=60)
         self.raw_out = raw_socket(self.ctx, zmq.PUSH)
+        if keys is not None:
+            make_client(self.raw_out, keys, self.other)
         self.raw_out.connect(peer_raw)
         self.node.connect(peers)
         ring_barrier(self.node, timeout_s=30)
@@ -196,12 +221,15 @@ class Hop:
         self.node.log.close()  # type: ignore[union-attr]
         self.raw_in.close()
         self.raw_out.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
 
-def hop_worker(role: int, n: int, blocks: int, bs: int, batch: int, up: Any, down: Any) -> None:
+def hop_worker(role: int, n: int, blocks: int, bs: int, batch: int, up: Any, down: Any, keys: NodeKeys | None,
+               budget: int | None) -> None:  # fmt: skip
     """Pre-roll, then ``blocks`` × (each phase: 50 warm-up + ``n`` recorded exchanges)."""
-    hop = Hop(role, bs, batch, up, down)
+    hop = Hop(role, bs, batch, up, down, keys, budget)
     for k in range(_PREROLL):
         hop.exchange("proto", k, None)
     lat: dict[str, list[int]] = {ph: [] for ph in HOP_PHASES}
@@ -209,15 +237,19 @@ def hop_worker(role: int, n: int, blocks: int, bs: int, batch: int, up: Any, dow
         for phase in HOP_PHASES:
             for k in range(n + 50):
                 hop.exchange(phase, k, lat[phase] if k >= 50 else None)
-    up.put((role, lat, hop.node.stats.gaps, len(hop.buf)))
+    st = hop.node.stats
+    up.put((role, lat, st.gaps + sum(st.rejected.values()), len(hop.buf)))
     hop.close()
 
 
-def ring_hop(n: int, blocks: int, bs: int, batch: int) -> tuple[dict[str, np.ndarray], int]:
+def ring_hop(n: int, blocks: int, bs: int, batch: int, curve: bool = False,
+             budget: int | None = None) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
     ctx = mp.get_context("spawn")
     up = ctx.Queue()
     downs = [ctx.Queue(), ctx.Queue()]
-    procs = [ctx.Process(target=hop_worker, args=(r, n // blocks, blocks, bs, batch, up, downs[r])) for r in (0, 1)]
+    keys = generate_run_keys([0, 1]) if curve else {0: None, 1: None}
+    procs = [ctx.Process(target=hop_worker, args=(r, n // blocks, blocks, bs, batch, up, downs[r], keys[r], budget))
+             for r in (0, 1)]  # fmt: skip
     for pr in procs:
         pr.start()
     eps = {}
@@ -251,15 +283,21 @@ def _sub_recv(phase: str, node: BroadcastNode, raw_sub: zmq.Socket, size: int, o
             return int(_T.unpack_from(frame, off)[0]) if phase == "raw" else decode(frame).t_send_ns
 
 
-def sub_worker(node_id: int, n: int, blocks: int, up: Any, down: Any) -> None:
-    """Subscriber: per block, ``n`` frames of each phase in order (one publisher keeps the order)."""
+def sub_worker(node_id: int, n: int, blocks: int, up: Any, down: Any, keys: NodeKeys | None,
+               budget: int | None) -> None:  # fmt: skip
+    """Subscriber: per block, ``n`` frames of each phase in order (one publisher keeps the order). Like
+    the node's, its raw SUB is bound and the publisher's PUB connects to it."""
     ctx = zmq.Context()
-    raw_sub = raw_socket(ctx, zmq.SUB)
+    node = BroadcastNode(node_id, neighbours={0}, log=MessageLog(os.path.join(tempfile.mkdtemp(), f"s{node_id}.csv")),
+                         curve=keys, recv_budget_bytes=budget)  # fmt: skip
+    raw_sub = inbound_like(raw_socket(ctx, zmq.SUB), node)
     raw_sub.setsockopt(zmq.SUBSCRIBE, b"")
-    node = BroadcastNode(node_id, neighbours={0}, log=MessageLog(os.path.join(tempfile.mkdtemp(), f"s{node_id}.csv")))
-    up.put(("ep", node_id, node.endpoint))
-    raw_ep, peers, size, off = down.get(timeout=60)
-    raw_sub.connect(raw_ep)
+    auth = CurveServer(ctx, keys) if keys is not None else None
+    if auth is not None:
+        auth.make_server(raw_sub)
+    raw_ep = f"tcp://127.0.0.1:{raw_sub.bind_to_random_port('tcp://127.0.0.1')}"
+    up.put(("ep", node_id, (node.endpoint, raw_ep)))
+    peers, size, off = down.get(timeout=60)
     node.connect(peers)
     broadcast_barrier(node, timeout_s=30)
     while len(raw_sub.recv()) != 1:  # raw slow-joiner barrier: wait for a 1-byte warm-up frame
@@ -273,34 +311,42 @@ def sub_worker(node_id: int, n: int, blocks: int, up: Any, down: Any) -> None:
             for _ in range(n):
                 t_send = _sub_recv(phase, node, raw_sub, size, off)
                 lat[phase].append(now_ns() - t_send)
-    up.put(("done", node_id, (lat, node.stats.gaps)))
+    up.put(("done", node_id, (lat, node.stats.gaps + sum(node.stats.rejected.values()))))
     node.close()
     raw_sub.close()
+    if auth is not None:
+        auth.stop()
     ctx.term()
 
 
-def broadcast(n: int, blocks: int, subs: int, interval_s: float) -> tuple[dict[str, np.ndarray], int]:
+def broadcast(n: int, blocks: int, subs: int, interval_s: float, curve: bool = False,
+              budget: int | None = None) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
     mpc = mp.get_context("spawn")
     up = mpc.Queue()
     ids = list(range(1, subs + 1))
+    keys: dict[int, NodeKeys | None] = dict(generate_run_keys([0, *ids])) if curve else dict.fromkeys([0, *ids])
     downs = {i: mpc.Queue() for i in ids}
     per = n // blocks
-    procs = [mpc.Process(target=sub_worker, args=(i, per, blocks, up, downs[i])) for i in ids]
+    procs = [mpc.Process(target=sub_worker, args=(i, per, blocks, up, downs[i], keys[i], budget)) for i in ids]
     for pr in procs:
         pr.start()
     ctx = zmq.Context()
-    raw_pub = raw_socket(ctx, zmq.XPUB)  # the node's publisher type and options
+    raw_pub = raw_socket(ctx, zmq.PUB)  # the node's publisher type and options: PUB, no-drop, connecting
     raw_pub.setsockopt(zmq.XPUB_NODROP, 1)
-    raw_ep = f"tcp://127.0.0.1:{raw_pub.bind_to_random_port('tcp://127.0.0.1')}"
-    node = BroadcastNode(0, neighbours=ids, log=MessageLog(os.path.join(tempfile.mkdtemp(), "pub.csv")))
+    node = BroadcastNode(0, neighbours=ids, log=MessageLog(os.path.join(tempfile.mkdtemp(), "pub.csv")),
+                         curve=keys[0], recv_budget_bytes=budget)  # fmt: skip
     d = {"d": 0.123, "slot": 4096}  # zeroth-order: the scalar d_i and its slot
     buf, off = frame_template(Kind.SCALAR_D, 0, -1, d)
     peers = {0: node.endpoint}
     for _ in ids:
-        _, i, ep = up.get(timeout=120)
+        _, i, (ep, raw_ep) = up.get(timeout=120)
         peers[i] = ep
+        pub_keys = keys[0]
+        if pub_keys is not None:
+            make_client(raw_pub, pub_keys, i)
+        raw_pub.connect(raw_ep)
     for q in downs.values():
-        q.put((raw_ep, peers, len(buf), off))
+        q.put((peers, len(buf), off))
     node.connect(peers)
     broadcast_barrier(node, timeout_s=60)
     ready = 0
@@ -326,8 +372,8 @@ def broadcast(n: int, blocks: int, subs: int, interval_s: float) -> tuple[dict[s
                 time.sleep(interval_s)
     lat: dict[str, list[int]] = {ph: [] for ph in BCAST_PHASES}
     for _ in ids:
-        tag, _, (got, gaps) = up.get(timeout=300)
-        assert tag == "done" and gaps == 0
+        tag, _, (got, bad) = up.get(timeout=300)
+        assert tag == "done" and bad == 0
         for ph in BCAST_PHASES:
             lat[ph] += got[ph]
     for pr in procs:
@@ -341,18 +387,20 @@ def broadcast(n: int, blocks: int, subs: int, interval_s: float) -> tuple[dict[s
 LEGEND = """
 One-way latency = receiver's now_ns() after the call that hands it the message, minus the send stamp
 taken by the sender just before its send call (same host, same CLOCK_MONOTONIC). Every column runs in
-the same processes, over sockets of the same type and options (ring: PUSH -> PULL; broadcast:
-XPUB with XPUB_NODROP -> SUB; TCP loopback; linger 0, HWM, send timeout as the nodes set them), with
+the same processes, over sockets of the same type and options (ring: PUSH -> PULL bound; broadcast:
+PUB with XPUB_NODROP -> SUB bound; TCP loopback; linger 0, HWM, send timeout as the nodes set them), with
 the same ping-pong (ring) or the same paced publishing (broadcast), interleaved in blocks, and moves
-frames of exactly the same length (asserted).
+frames of exactly the same length (asserted). The receiving raw sockets take the RCVHWM and MAXMSGSIZE
+of the node's inbound socket; with --curve every socket is CURVE (ZAP handler in each process).
   raw          sock.send(frame) / sock.recv(): the very bytes a node puts on the wire (a template
                frame with the send time patched in), no encode, no decode.
   raw+msgpack  the same sockets carrying msgpack.packb / unpackb of the same nine fields, the array
                prepared ahead as float32 ext bytes (the floor of any msgpack codec; ring only).
   raw+codec    the same sockets carrying protocol.encode(env) / protocol.decode(frame).
   protocol     RingNode.send / BroadcastNode.publish -> node.recv(): stamping, encode, send, recv,
-               decode with full validation, known-sender check, sequence tracking, CSV log row on
-               both sides.
+               decode with full validation, known-sender check, sequence tracking (replays
+               refused), CSV log row on both sides; with --curve also recv(copy=False), the
+               frame's User-Id and the sender-binding check.
 Goal: protocol / raw <= 1.5 at p50.
 The ratio depends on the machine's state: on idle cores the raw column is dominated by the wake-up of
 a sleeping core (quiet 2-core box: raw ~40-50 us), on busy cores it is not (~20-30 us) while the
@@ -376,12 +424,43 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="slots per ring-hop message in the batched row")
     ap.add_argument("--interval-us", type=float, default=300.0, help="pause between broadcasts")
     ap.add_argument("--blocks", type=int, default=4, help="raw/protocol alternations")
+    ap.add_argument("--curve", action="store_true", help="CURVE on every socket of the latency rows")
+    ap.add_argument("--recv-budget", type=int, default=None, help="nodes' receive budget, bytes per connection")
+    ap.add_argument("--latency-only", action="store_true", help="skip the codec table")
     args = ap.parse_args()
     t0 = time.monotonic()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; "
+    with RingNode(0, recv_budget_bytes=args.recv_budget) as probe:
+        rcvhwm = probe.recv_hwm
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {_load()}; "
           f"pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}; B = {args.bs}, {args.params} params; "
-          f"codec {CODEC_IMPL}\n")  # fmt: skip
+          f"codec {CODEC_IMPL}; CURVE {'on' if args.curve else 'off'}; node RCVHWM {rcvhwm}\n")  # fmt: skip
+    if not args.latency_only:
+        codec_section(args)
+    rows = []
+    for batch in (1, args.batch):
+        lat, size = ring_hop(args.hop_msgs, args.blocks, args.bs, batch, args.curve, args.recv_budget)
+        rows.append((f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}", size, lat))
+    lat, size = broadcast(args.bcast_msgs, args.blocks, args.subscribers, args.interval_us / 1e6, args.curve,
+                          args.recv_budget)  # fmt: skip
+    rows.append((f"broadcast 1 -> {args.subscribers}, SCALAR_D", size, lat))
+    print("| one-way latency (µs) | bytes | raw p50 | raw p99 | raw+msgpack p50 | raw+codec p50 | protocol p50 "
+          "| protocol p99 | ratio p50 | ratio p99 | n |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, size, lat in rows:
+        (r50, r99), (p50, p99) = _pct(lat["raw"]), _pct(lat["proto"])
+        b50, c50 = (f"{_pct(lat[k])[0]:.1f}" if k in lat else "—" for k in ("msgpack", "codec"))
+        print(f"| {name} | {size} | {r50:.1f} | {r99:.1f} | {b50} | {c50} | {p50:.1f} | {p99:.1f} | "
+              f"{p50 / r50:.2f} | {p99 / r99:.2f} | {len(lat['proto'])} |")  # fmt: skip
+    print(LEGEND)
+    print(f"load average at the end {_load()}; total {time.monotonic() - t0:.1f} s")
 
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def codec_section(args: argparse.Namespace) -> None:
+    """Encode / decode time per kind and bytes per message; the message log's cost per row."""
     act = "C" if CODEC_IMPL == "c" else "active (python)"
     print(f"| kind | bytes/msg | encode µs {act} | decode µs {act} | encode+decode µs {act} | encode µs python "
           "| decode µs python | encode+decode µs python |")  # fmt: skip
@@ -398,23 +477,6 @@ def main() -> None:
     log.close()
     print(f"\nMessageLog.record_sent (CSV row + aggregates): {rec:.2f} µs per message")
     print(f"power vector encode+decode: {pv_total:.2f} µs (goal <= 10 µs: {'met' if pv_total <= 10 else 'MISSED'})\n")
-
-    rows = []
-    for batch in (1, args.batch):
-        lat, size = ring_hop(args.hop_msgs, args.blocks, args.bs, batch)
-        rows.append((f"ring hop, POWER_VECTOR {batch} slot(s) x {args.bs}", size, lat))
-    lat, size = broadcast(args.bcast_msgs, args.blocks, args.subscribers, args.interval_us / 1e6)
-    rows.append((f"broadcast 1 -> {args.subscribers}, SCALAR_D", size, lat))
-    print("| one-way latency (µs) | bytes | raw p50 | raw p99 | raw+msgpack p50 | raw+codec p50 | protocol p50 "
-          "| protocol p99 | ratio p50 | ratio p99 | n |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, size, lat in rows:
-        (r50, r99), (p50, p99) = _pct(lat["raw"]), _pct(lat["proto"])
-        b50, c50 = (f"{_pct(lat[k])[0]:.1f}" if k in lat else "—" for k in ("msgpack", "codec"))
-        print(f"| {name} | {size} | {r50:.1f} | {r99:.1f} | {b50} | {c50} | {p50:.1f} | {p99:.1f} | "
-              f"{p50 / r50:.2f} | {p99 / r99:.2f} | {len(lat['proto'])} |")  # fmt: skip
-    print(LEGEND)
-    print(f"total {time.monotonic() - t0:.1f} s")
 
 
 if __name__ == "__main__":

@@ -13,16 +13,22 @@ Codec
     ``encode(env) -> bytes`` / ``decode(frame, known_senders=None, limits=DEFAULT_LIMITS) -> Envelope``
     (msgpack; float arrays as float32 bytes + shape). ``decode`` raises only the ``ProtocolError``
     family: ``MalformedMessage``, ``UnsupportedVersion``, ``UnknownKind``, ``UnknownSender``,
-    ``MessageTooLarge`` (plus ``ConfigError``, ``TransportError``, ``BarrierTimeout`` elsewhere).
+    ``MessageTooLarge`` (plus ``ReplayedMessage``, ``SpoofedSender`` — the transports' names for
+    frames they drop — and ``ConfigError``, ``TransportError``, ``BarrierTimeout`` elsewhere).
     ``frame_size(env)`` = ``len(encode(env))``. A compiled fast path (``protocol._ccodec``, built by
     ``pip install``) gives the pure-Python codec's bytes and errors; ``codec.CODEC_IMPL`` says which runs.
 
 Transports (pyzmq; build them inside the process — the Ray actor — that uses them)
-    ``RingNode(node_id, bind_host="127.0.0.1", *, log=None, emulator=None, curve=None, ...)``:
-    ``.endpoint``, ``.connect(peers: dict[int, str])``, ``.send(to, env) -> nbytes``,
-    ``.recv(timeout_ms=None) -> Envelope | None``, ``.stats``, ``.close()``.
+    ``RingNode(node_id, bind_host="127.0.0.1", *, log=None, emulator=None, curve=None,
+    recv_budget_bytes=None, ...)``: ``.endpoint``, ``.connect(peers: dict[int, str])``,
+    ``.send(to, env) -> nbytes``, ``.recv(timeout_ms=None) -> Envelope | None``, ``.stats``, ``.close()``.
     ``BroadcastNode(node_id, neighbours=None, bind_host="127.0.0.1", ...)``: same, with
-    ``.publish(env) -> nbytes`` instead of ``send``. Barriers: ``broadcast_barrier(node)``
+    ``.publish(env) -> nbytes`` instead of ``send`` (its SUB inbox is bound, its PUB connects to
+    the neighbours' inboxes). A node never raises on what it receives: a malformed, oversize,
+    unknown, spoofed (CURVE: sender ≠ the connection's key) or replayed (seq going backwards)
+    frame is counted in ``stats.rejected`` by class and dropped; receive queues are bounded in
+    bytes (``recv_budget_bytes`` per connection → RCVHWM, ``max_message_bytes`` → MAXMSGSIZE;
+    connections cut for a larger frame count in ``stats.disconnects``). Barriers: ``broadcast_barrier(node)``
     (hello → ready → start; required before publishing), ``ring_barrier(node)``. Discovery: bind
     to ``bind_host(cluster)`` (127.0.0.1, or ``node_address()`` in cluster mode) on a random port,
     report ``node.endpoint`` to the coordinator, get back ``{id: endpoint}``, ``connect`` to it.
@@ -52,7 +58,10 @@ Clock offsets (DESIGN §4: across nodes, offsets are estimated by ping-pong and 
 
 CURVE
     ``generate_run_keys(node_ids) -> dict[int, NodeKeys]`` (once per run, by the coordinator);
-    give node i ``curve=keys[i]``; ``save_public_keys(keys, dir)`` for the run folder.
+    give node i ``curve=keys[i]``; ``save_public_keys(keys, dir)`` for the run folder. Each key is
+    bound to its node id (ZAP User-Id): a node drops an envelope whose ``sender`` is not the id of
+    the key that delivered it. Without CURVE there is no per-connection identity: only the roster
+    check (``UnknownSender``) applies.
 """
 
 from .barrier import broadcast_barrier, ring_barrier
@@ -76,6 +85,8 @@ from .errors import (
     MalformedMessage,
     MessageTooLarge,
     ProtocolError,
+    ReplayedMessage,
+    SpoofedSender,
     TransportError,
     UnknownKind,
     UnknownSender,
@@ -92,7 +103,7 @@ from .log import (
     summary_markdown,
     write_summary_files,
 )
-from .node import DEFAULT_HWM, Node, NodeStats, bind_host, make_context, node_address
+from .node import DEFAULT_HWM, DEFAULT_RECV_BUDGET, Node, NodeStats, bind_host, make_context, node_address, recv_hwm
 from .ring import RingNode
 from .security import NodeKeys, generate_run_keys, save_public_keys
 
@@ -101,11 +112,12 @@ __all__ = [
     "PayloadValue", "now_ns",
     "encode", "decode", "encode_fields", "frame_size", "Limits", "DEFAULT_LIMITS",
     "ProtocolError", "MalformedMessage", "UnsupportedVersion", "UnknownKind", "UnknownSender",
-    "MessageTooLarge", "ConfigError", "TransportError", "BarrierTimeout",
+    "MessageTooLarge", "ReplayedMessage", "SpoofedSender", "ConfigError", "TransportError", "BarrierTimeout",
     "LinkModel", "LinkDecision", "LinkEmulator", "link_rng", "Clock", "NO_DELAY",
     "MessageLog", "merge_summaries", "summarize_csv", "summary_markdown", "write_summary_files",
     "SENT", "RECEIVED", "DROPPED",
-    "Node", "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "bind_host", "node_address", "make_context",
+    "Node", "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "DEFAULT_RECV_BUDGET", "recv_hwm", "bind_host",
+    "node_address", "make_context",
     "broadcast_barrier", "ring_barrier",
     "ClockSample", "ClockOffset", "estimate_clock_offset", "offset_from_samples",
     "NodeKeys", "generate_run_keys", "save_public_keys",

@@ -1,5 +1,11 @@
-"""Publish/subscribe ZeroMQ node: an XPUB (no-drop) socket bound, a SUB socket connected to the
-publishers of its graph neighbours (see :mod:`protocol.node`)."""
+"""Publish/subscribe ZeroMQ node: a SUB socket bound (the node's inbox), a PUB (no-drop) socket
+connected to the inboxes of its graph neighbours (see :mod:`protocol.node`).
+
+The subscriber binds and the publisher connects (the reverse of the usual PUB/SUB picture) so that
+a broadcast node is shaped like a ring node: its one bound socket is inbound, which with CURVE makes
+it the CURVE server that authenticates each publisher's key and binds it to the publisher's node id
+(``User-Id``); and no stray subscriber can attach to a publisher (with ``XPUB_NODROP`` a subscriber
+that never reads would block every publish)."""
 
 from __future__ import annotations
 
@@ -13,13 +19,13 @@ from .envelope import BROADCAST, Envelope
 from .errors import TransportError
 from .links import LinkEmulator
 from .log import SENT, MessageLog
-from .node import DEFAULT_HWM, _max_msg_size, _Node
+from .node import DEFAULT_HWM, _Node
 from .security import NodeKeys
 
 
 class BroadcastNode(_Node):
-    """Publish/subscribe node: an XPUB (no-drop) socket bound, a SUB socket connected to the
-    publishers of its neighbours.
+    """Publish/subscribe node: a SUB socket bound (its :attr:`endpoint`), a PUB (no-drop) socket
+    connected to the SUB sockets of its neighbours.
 
     Args:
         node_id: this BS's id (≥ 0).
@@ -43,19 +49,19 @@ class BroadcastNode(_Node):
         send_timeout_ms: int = 10_000,
         extra_senders: Iterable[int] = (),
         context: zmq.Context | None = None,
+        recv_budget_bytes: int | None = None,
     ) -> None:
         super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
-                         send_timeout_ms, extra_senders, context)  # fmt: skip
+                         send_timeout_ms, extra_senders, context, recv_budget_bytes)  # fmt: skip
         self.neighbours: frozenset[int] | None = None if neighbours is None else frozenset(neighbours)
         self._subscribers: tuple[int, ...] = ()
         self._seq = 0
         try:
-            self._pub = self._socket(zmq.XPUB)
-            self._pub.setsockopt(zmq.XPUB_NODROP, 1)
-            self.endpoint = self._bind(self._pub)
-            self._in = self._socket(zmq.SUB)
-            self._in.setsockopt(zmq.MAXMSGSIZE, _max_msg_size(limits))
+            self._in = self._inbound(zmq.SUB)
             self._in.setsockopt(zmq.SUBSCRIBE, b"")
+            self.endpoint = self._bind(self._in)
+            self._pub = self._socket(zmq.PUB)  # connects only: nothing from outside can attach to it
+            self._pub.setsockopt(zmq.XPUB_NODROP, 1)
         except BaseException:
             self.close()
             raise
@@ -66,13 +72,14 @@ class BroadcastNode(_Node):
         return frozenset(self._subscribers)
 
     def connect(self, peers: Mapping[int, str]) -> None:
-        """Subscribe to the publishers of the neighbours among ``peers`` ({id: endpoint})."""
+        """Connect the publisher to the inbound sockets of the neighbours among ``peers``
+        ({id: endpoint}); the neighbours connect theirs to this node's :attr:`endpoint`."""
         self._check_usable()
         new = [p for p in sorted(peers) if p != self.node_id and p not in self._subscribers]
         if self.neighbours is not None:
             new = [p for p in new if p in self.neighbours]
         for peer in new:
-            self._connect(self._in, peer, peers[peer])
+            self._connect(self._pub, peer, peers[peer])
         self._subscribers = tuple(sorted((*self._subscribers, *new)))
         self._known = self._known | frozenset(self._subscribers)
 

@@ -31,6 +31,17 @@ class MessageTooLarge(ProtocolError):
     """The frame, or one of its fields, exceeds a configured size limit (checked before allocation)."""
 
 
+class ReplayedMessage(ProtocolError):
+    """A well-formed envelope whose sequence number is lower than the next one expected from its
+    sender: a replay or a duplicate (ZeroMQ's PUSH/PULL and PUB/SUB pipes are FIFO, so an honest
+    sender never goes backwards). Counted and dropped by the transports, never delivered."""
+
+
+class SpoofedSender(ProtocolError):
+    """The envelope's ``sender`` is not the node id bound to the connection it came on (the
+    CURVE key the peer authenticated with). Counted and dropped by the transports."""
+
+
 class ConfigError(ProtocolError, ValueError):
     """A protocol setting (link model, limits, keys, graph) is invalid."""
 
@@ -51,6 +62,8 @@ __all__ = [
     "UnknownKind",
     "UnknownSender",
     "MessageTooLarge",
+    "ReplayedMessage",
+    "SpoofedSender",
     "ConfigError",
     "TransportError",
     "BarrierTimeout",

@@ -19,16 +19,56 @@ neither thread-safe nor picklable: build the node inside the Ray actor)::
   BS can send to any other (the round-robin order may change every batch). PUSH blocks, never
   drops, at the high-water mark; a send blocked for ``send_timeout_ms`` raises
   :class:`TransportError`. Sequence numbers are per link (sender → receiver).
-* :class:`BroadcastNode`: one XPUB socket (bound) with ``XPUB_NODROP`` (a full subscriber queue
-  blocks the publisher instead of dropping silently) and one SUB socket connected to the
-  publishers of its graph neighbours (all peers if ``neighbours`` is ``None``; the graph is
+* :class:`BroadcastNode`: one inbound SUB socket (bound) and one PUB socket with ``XPUB_NODROP``
+  (a full subscriber queue blocks the publisher instead of dropping silently) connected to the
+  inbound sockets of its graph neighbours (all peers if ``neighbours`` is ``None``; the graph is
   undirected). Sequence numbers are per publisher. A subscriber misses what was published
-  before its connection completed: run :func:`protocol.broadcast_barrier` first.
+  before its subscription reached the publisher: run :func:`protocol.broadcast_barrier` first.
+
+Either way a node binds exactly one socket, its inbound one (``endpoint``), and its peers connect
+to it; its outbound sockets only connect. So nothing from outside can attach to a publisher, and
+with CURVE the inbound socket is the CURVE server whose ZAP handler binds each peer's key to its
+node id (see below).
 
 The transport stamps ``sender``, ``receiver``, ``seq``, ``t_send_ns`` (and ``run_id`` if the node
 has one) on every envelope it sends. Every frame received is decoded and validated; a bad frame is
-counted in ``stats.rejected`` (by error class) and skipped — the receiving loop never crashes.
-Gaps and inversions of sequence numbers are counted in ``stats.gaps`` / ``stats.reordered``.
+counted in ``stats.rejected`` (by error class) and skipped — the receiving loop never crashes:
+
+* the codec's checks: ``MalformedMessage``, ``MessageTooLarge``, ``UnsupportedVersion``,
+  ``UnknownKind``, ``UnknownSender`` (a sender id not in the roster: peers and ``extra_senders``;
+  not the node's own id, since no node sends to itself);
+* ``SpoofedSender`` (CURVE only): the envelope's ``sender`` is not the node id bound to the key of
+  the connection that delivered it (ZAP ``User-Id``, :mod:`protocol.security`). Without CURVE a
+  PULL/SUB frame carries no per-connection identity, so only the roster check applies: on one
+  machine (loopback binds) any local process can claim a known id. Use CURVE as soon as anything
+  untrusted can reach the ports;
+* ``ReplayedMessage``: a sequence number lower than the next one expected from that sender (a
+  replay or a duplicate; ZeroMQ pipes are FIFO, so an honest sender never goes backwards). It is
+  checked after the sender is authenticated, so with CURVE a forged frame cannot move another
+  sender's expectation; without CURVE a forged *higher* seq would make the real sender's next
+  frames look replayed (no identity to tell them apart). A sender that restarts with a fresh node
+  starts over at seq 0: its receivers must be rebuilt too.
+
+Forward jumps of sequence numbers (transport loss) are counted in ``stats.gaps``.
+
+Receive queues are bounded in bytes. ZeroMQ bounds a connection's queue in *messages* (RCVHWM)
+and holds, besides, the one message it is reading (allocated at its announced size), so a node
+sets ``RCVHWM = recv_budget_bytes // max_message_bytes - 1`` (at least 1) and ``MAXMSGSIZE =
+max_message_bytes``: at most ``recv_budget_bytes`` queued per inbound connection, whatever the
+frame sizes. A frame over ``MAXMSGSIZE`` never reaches the node: ZeroMQ cuts that connection (a
+PUSH peer reconnects by itself; what it had already handed to the connection is lost, what it
+queued afterwards continues). libzmq reports such a cut exactly as a peer going away
+(``ZMQ_EVENT_DISCONNECTED``), so it is counted in ``stats.disconnects``, beside
+``stats.connections`` and ``stats.handshake_failures`` (a socket monitor read by a small thread per
+node, so that its events never pile up). Without CURVE, libzmq takes a TCP stream that does not
+open with a ZMTP 3 greeting for a ZMTP 1.0 peer, so raw garbage written to the port may come out
+as frames: they are refused like any other. Limits of what ZeroMQ lets a node bound: the budget
+is per connection (without CURVE a local process can open many); and the high-water mark counts
+a multipart message as one message while its parts arrive, so a peer streaming one endless
+multipart message is bounded by nothing but MAXMSGSIZE per part — with CURVE only run members
+can connect at all. (With CURVE the socket's RCVHWM is one more than :attr:`recv_hwm`: libzmq
+4.3 keeps the ZAP credential message in each connection's queue for good, counted at the HWM.)
+
 A :class:`RingNode` answers clock pings (HEARTBEAT ``{"clock_ping": token}``) inside any
 ``recv``/``drain``/barrier, before link emulation; see :func:`protocol.estimate_clock_offset`.
 
@@ -47,23 +87,57 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from time import monotonic_ns as now_ns  # the clock of protocol.now_ns, without a Python frame
+from time import sleep
 from typing import Any, Protocol
 
 import zmq
 
 from .codec import Limits, decode
 from .envelope import CONTROL_KINDS, Envelope, Kind
-from .errors import ConfigError, ProtocolError, TransportError
+from .errors import ConfigError, ProtocolError, ReplayedMessage, SpoofedSender, TransportError
 from .links import LinkEmulator
 from .log import DROPPED, RECEIVED, MessageLog
+from .monitor import ConnectionWatch
 from .security import CurveServer, NodeKeys, make_client
 
 _FIRST_CONTROL, _LAST_CONTROL = min(CONTROL_KINDS), max(CONTROL_KINDS)  # int compares: Enum hashing is slow
 _HEARTBEAT = int(Kind.HEARTBEAT)
 assert CONTROL_KINDS == frozenset(range(_FIRST_CONTROL, _LAST_CONTROL + 1)) and _HEARTBEAT == _LAST_CONTROL + 1
 
+_NAP_NS = 50_000
+"""Real-clock emulation: in the last millisecond before a held message is due, the receiver polls its socket
+and sleeps this long between polls (a socket's timeout is in whole ms), so a delay below 1 ms is honoured
+to ~0.1 ms instead of being rounded up to the next millisecond."""
+
 DEFAULT_HWM: int = 100_000
-"""Default send/receive high-water mark, messages per socket pipe."""
+"""Default send high-water mark, messages per socket pipe (and the most RCVHWM can be)."""
+
+DEFAULT_RECV_BUDGET: int = 128 * 1024 * 1024
+"""Default receive budget, bytes per inbound connection: 2 × the default ``Limits.max_message_bytes``
+(one whole frame queued and one being read). A larger ``max_message_bytes`` raises the default
+budget to twice it."""
+
+
+def recv_hwm(limits: Limits, recv_budget_bytes: int | None = None, hwm: int = DEFAULT_HWM) -> int:
+    """RCVHWM (messages) that keeps a connection's receive queue within ``recv_budget_bytes``.
+
+    ZeroMQ holds up to RCVHWM whole messages in the queue plus the one it is reading, each at most
+    ``limits.max_message_bytes`` (MAXMSGSIZE), so RCVHWM = budget // max_message_bytes − 1, capped
+    at ``hwm`` (if > 0). ``None``: :data:`DEFAULT_RECV_BUDGET`, or 2 × max_message_bytes if larger.
+    With the default limits (64 MiB frames) that is 1: the bound is kept whatever the frame sizes,
+    and a burst of small messages waits in the sender's queue and the kernel's socket buffers
+    instead (each read lets ZeroMQ's I/O thread take in the next one). A run whose messages are
+    small gets deeper queues for the same bytes by lowering ``max_message_bytes``.
+
+    Raises:
+        ConfigError: a budget below two frames of ``max_message_bytes`` (it cannot be kept).
+    """
+    per = limits.max_message_bytes
+    budget = max(DEFAULT_RECV_BUDGET, 2 * per) if recv_budget_bytes is None else recv_budget_bytes
+    if type(budget) is not int or budget < 2 * per:
+        raise ConfigError(f"recv_budget_bytes={budget!r} must be an int ≥ 2 × max_message_bytes = {2 * per}")
+    derived = budget // per - 1
+    return min(hwm, derived) if hwm > 0 else derived
 
 
 @dataclass
@@ -73,12 +147,22 @@ class NodeStats:
     Attributes:
         sent: frames sent (a broadcast counts once).
         received: messages handed to the application.
-        rejected: frames refused by the decoder, by error class name.
+        rejected: frames refused, by error class name: the decoder's (``MalformedMessage``,
+            ``MessageTooLarge``, ``UnsupportedVersion``, ``UnknownKind``, ``UnknownSender``), then
+            ``SpoofedSender`` (CURVE: sender ≠ the connection's authenticated id) and
+            ``ReplayedMessage`` (seq lower than expected from that sender). None is delivered.
         gaps: messages missing according to sequence numbers (transport loss).
-        reordered: messages that arrived with a sequence number lower than expected.
+        reordered: kept for compatibility; always 0 since a backward sequence number is refused
+            (``rejected["ReplayedMessage"]``).
         dropped_injected: messages dropped by the link emulator.
         control: barrier messages (hello/ready/start) consumed.
         clock: clock pings answered and pongs consumed (see :mod:`protocol.clock`).
+        connections: connections accepted by the inbound socket (peers, and anyone else).
+        disconnects: inbound connections that ended while the node was open: a peer that closed or
+            died, or one that ZeroMQ cut for a frame over MAXMSGSIZE or a ZMTP error (libzmq
+            reports these alike). Counted by the node's monitor thread, shortly after the fact.
+        handshake_failures: inbound connections refused during the handshake (not ZMTP, wrong
+            socket type, CURVE key not in the run); such a connection also counts a disconnect.
     """
 
     sent: int = 0
@@ -89,6 +173,9 @@ class NodeStats:
     dropped_injected: int = 0
     control: int = 0
     clock: int = 0
+    connections: int = 0
+    disconnects: int = 0
+    handshake_failures: int = 0
 
 
 def node_address() -> str:
@@ -110,7 +197,9 @@ def bind_host(cluster: bool = False) -> str:
 
 
 def _max_msg_size(limits: Limits) -> int:
-    cap = 2 * limits.max_message_bytes
+    """MAXMSGSIZE of an inbound socket: the codec's frame limit (ZeroMQ cuts the connection of a peer
+    that announces a larger frame, before allocating it)."""
+    cap = limits.max_message_bytes
     return cap if cap < 2**62 else -1
 
 
@@ -152,6 +241,7 @@ class _Node:
         send_timeout_ms: int,
         extra_senders: Iterable[int],
         context: zmq.Context | None = None,
+        recv_budget_bytes: int | None = None,
     ) -> None:
         if not isinstance(node_id, int) or node_id < 0:
             raise ConfigError(f"node id {node_id!r} must be an int ≥ 0")
@@ -169,10 +259,12 @@ class _Node:
         self._tick = 0
         self._limits = limits
         self._hwm = hwm
+        self.recv_hwm = recv_hwm(limits, recv_budget_bytes, hwm)
+        """RCVHWM of the inbound socket (messages per connection), from the byte budget."""
         self._send_timeout_ms = send_timeout_ms
         self._keys = curve
         self._extra = frozenset(extra_senders)
-        self._known: frozenset[int] = self._extra | {node_id}
+        self._known: frozenset[int] = self._extra  # not node_id: no node sends to itself
         self._expect: dict[int, int] = {}
         self._pending: deque[Envelope] = deque()
         self._rcvtimeo = -2
@@ -185,7 +277,11 @@ class _Node:
         self._own_ctx = context is None
         self._ctx = zmq.Context() if context is None else context
         self._sockets: list[zmq.Socket] = []
+        self._watch: ConnectionWatch | None = None
+        self._uid: str | None = None  # CURVE: the authenticated User-Id of the last frame read
         self._curve_server = CurveServer(self._ctx, curve) if curve is not None else None
+        if curve is not None:
+            self._recv_frame = self._recv_frame_uid  # type: ignore[method-assign]
         self._bind_host = bind_host
         self._advertise_host = advertise_host or bind_host
         self.endpoint = ""
@@ -198,6 +294,18 @@ class _Node:
         sock.setsockopt(zmq.RCVHWM, self._hwm)
         sock.setsockopt(zmq.SNDTIMEO, self._send_timeout_ms)
         self._sockets.append(sock)
+        return sock
+
+    def _inbound(self, kind: int) -> zmq.Socket:
+        """The node's one bound socket: queue bounded in bytes (RCVHWM from the budget, MAXMSGSIZE
+        the frame limit), its connections counted by a monitor thread."""
+        sock = self._socket(kind)
+        # With ZAP, libzmq puts a credential message (the User-Id) first in each connection's pipe and
+        # counts it against RCVHWM, but never as read: it holds one slot for good (at RCVHWM 1 nothing
+        # else ever gets in). Measured with libzmq 4.3.5; the slot holds a few bytes, not a frame.
+        sock.setsockopt(zmq.RCVHWM, self.recv_hwm + (self._keys is not None))
+        sock.setsockopt(zmq.MAXMSGSIZE, _max_msg_size(self._limits))
+        self._watch = ConnectionWatch(sock, self.stats, f"bsemu-node-{self.node_id}-watch")
         return sock
 
     def _bind(self, sock: zmq.Socket) -> str:
@@ -230,7 +338,9 @@ class _Node:
 
     @property
     def known_senders(self) -> frozenset[int]:
-        """Sender ids accepted by the decoder (peers, self, ``extra_senders``)."""
+        """Sender ids accepted by the decoder: peers and ``extra_senders``. Not the node's own id
+        (no node sends to itself), so a frame claiming to come from this node is refused
+        (``UnknownSender``) unless ``extra_senders`` names it."""
         return self._known
 
     def set_tick(self, tick: int) -> None:
@@ -249,6 +359,26 @@ class _Node:
         except zmq.Again:
             return None
 
+    def _recv_frame_uid(self, wait_ms: int) -> bytes | None:
+        """:meth:`_recv_frame` of a CURVE node: also keep the frame's authenticated User-Id."""
+        sock = self._in
+        if wait_ms != self._rcvtimeo:
+            sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+            self._rcvtimeo = wait_ms
+        try:
+            frame = sock.recv(copy=False)
+        except zmq.Again:
+            return None
+        try:
+            self._uid = frame.get("User-Id")
+        except zmq.ZMQError:  # no ZAP identity on this frame: it cannot be any sender's
+            self._uid = ""
+        return frame.bytes
+
+    def _reject(self, exc: ProtocolError) -> None:
+        self.stats.rejected[type(exc).__name__] += 1
+        self.last_error = exc
+
     def _accept(self, frame: bytes, t_arr: int) -> Envelope | None:
         """Decode, validate, account for and route one frame; return it if it is for the app now."""
         try:
@@ -258,14 +388,19 @@ class _Node:
             self.last_error = exc
             return None
         sender, seq = env.sender, env.seq
+        uid = self._uid  # None without CURVE
+        if uid is not None and uid != str(sender):
+            self._reject(SpoofedSender(f"sender {sender} on the connection of {uid or 'nobody'}"))
+            return None
         exp = self._expect.get(sender)
         if exp is None or seq == exp:
             self._expect[sender] = seq + 1
         elif seq > exp:
             self.stats.gaps += seq - exp
             self._expect[sender] = seq + 1
-        else:
-            self.stats.reordered += 1
+        else:  # FIFO pipes: an honest sender never goes backwards
+            self._reject(ReplayedMessage(f"seq {seq} from {sender}, expected ≥ {exp}"))
+            return None
         log = self.log
         if _FIRST_CONTROL <= env.kind <= _HEARTBEAT or self._barrier_heard is not None:
             if self._on_control(env, len(frame), t_arr):
@@ -368,10 +503,13 @@ class _Node:
                 if env is not None:
                     return env
             wait = -1 if deadline < 0 else max(0, -(-(deadline - now_ns()) // 1_000_000))
+            nap = 0
             if self._real and emu is not None:
                 due = emu.next_due()
-                if due is not None:
-                    until_due = max(0, -(-(due - now_ns()) // 1_000_000))
+                if due is not None:       # block whole ms (woken by a frame); the last one: poll and nap
+                    left = due - now_ns()
+                    nap = left if 0 < left < 1_000_000 else 0
+                    until_due = max(0, left // 1_000_000)
                     wait = until_due if wait < 0 else min(wait, until_due)
             frame = self._recv_frame(wait)
             if frame is not None:
@@ -380,6 +518,8 @@ class _Node:
                     return env
             elif deadline >= 0 and now_ns() >= deadline:
                 return self._release() if emu is not None and len(emu) else None
+            elif nap:
+                sleep(min(nap, _NAP_NS) / 1e9)
 
     def drain(self) -> int:
         """Accept every frame already waiting, without blocking (logical clock: call before
@@ -408,6 +548,8 @@ class _Node:
         if self._closed:
             return
         self._closed = True
+        if self._watch is not None:
+            self._watch.stop()
         for sock in self._sockets:
             sock.close(linger=0)
         if self._curve_server is not None:
@@ -425,4 +567,5 @@ class _Node:
         raise TransportError("nodes own sockets and cannot be pickled; create them inside the actor")
 
 
-__all__ = ["Node", "NodeStats", "DEFAULT_HWM", "bind_host", "node_address", "make_context"]
+__all__ = ["Node", "NodeStats", "DEFAULT_HWM", "DEFAULT_RECV_BUDGET", "recv_hwm", "bind_host", "node_address",
+           "make_context"]

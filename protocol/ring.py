@@ -13,7 +13,7 @@ from .envelope import Envelope
 from .errors import ConfigError, TransportError
 from .links import LinkEmulator
 from .log import SENT, MessageLog
-from .node import DEFAULT_HWM, _max_msg_size, _Node
+from .node import DEFAULT_HWM, _Node
 from .security import NodeKeys
 
 
@@ -29,13 +29,17 @@ class RingNode(_Node):
         log: message log of this node (optional).
         emulator: link emulator applied to received messages (optional).
         curve: this node's CURVE keys (optional; then every peer must use CURVE).
-        limits: decoder size limits.
-        hwm: high-water mark, messages per pipe.
+        limits: decoder size limits; ``limits.max_message_bytes`` is also the inbound socket's
+            MAXMSGSIZE (a larger frame cuts its connection, counted in ``stats.disconnects``).
+        hwm: send high-water mark, messages per pipe (and the most the receive one can be).
         send_timeout_ms: a send blocked this long at the high-water mark raises TransportError.
         extra_senders: sender ids accepted besides the peers (e.g. ``COORDINATOR``).
         context: a ZeroMQ context shared with other nodes of this process (default: its own, with
             its own I/O thread). Shared, co-hosted peers can connect to :meth:`bind_inproc`'s
             endpoint; the node does not terminate it. Not with ``curve``.
+        recv_budget_bytes: bytes the inbound socket may hold queued per connection (default
+            :data:`~protocol.node.DEFAULT_RECV_BUDGET`, at least 2 × ``max_message_bytes``); sets
+            its RCVHWM (:attr:`recv_hwm`, see :func:`~protocol.node.recv_hwm`).
     """
 
     def __init__(
@@ -53,12 +57,12 @@ class RingNode(_Node):
         send_timeout_ms: int = 10_000,
         extra_senders: Iterable[int] = (),
         context: zmq.Context | None = None,
+        recv_budget_bytes: int | None = None,
     ) -> None:
         super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
-                         send_timeout_ms, extra_senders, context)  # fmt: skip
+                         send_timeout_ms, extra_senders, context, recv_budget_bytes)  # fmt: skip
         try:
-            self._in = self._socket(zmq.PULL)
-            self._in.setsockopt(zmq.MAXMSGSIZE, _max_msg_size(limits))
+            self._in = self._inbound(zmq.PULL)
             self.endpoint = self._bind(self._in)
         except BaseException:
             self.close()
@@ -93,7 +97,7 @@ class RingNode(_Node):
             self._connect(sock, peer, endpoint)
             self._out[peer] = sock
             self._seq_out[peer] = 0
-        self._known = self._known | frozenset(peers)
+        self._known = self._known | (frozenset(peers) - {self.node_id})
 
     def send(self, to: int, env: Envelope) -> int:
         """Send ``env`` to peer ``to`` (stamping sender, receiver, seq, t_send_ns); return the

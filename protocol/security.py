@@ -6,6 +6,14 @@ server that admits only clients whose public key belongs to the run (checked by 
 thread in the node's own ZeroMQ context); its connecting sockets are CURVE clients that
 authenticate the peer's server key. A peer without an allowed key never completes the handshake:
 nothing it sends is delivered, and the refusal is counted.
+
+Sender ids are bound to connections: the ZAP handler answers every admitted handshake with the
+User-Id ``str(node id)`` of the client key (:func:`user_id`), which ZeroMQ attaches to every frame
+that connection delivers; the receiving node reads it (``frame.get("User-Id")``) and drops an
+envelope whose ``sender`` is another id (``stats.rejected["SpoofedSender"]``). Without CURVE a
+bound socket has no per-connection identity (a PULL or SUB frame does not say which connection
+brought it), so a process that can reach the port can claim any known sender id: CURVE is the
+defence as soon as anything untrusted can connect (DESIGN §6b).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from .errors import ConfigError
 
@@ -94,13 +103,32 @@ class _AllowedKeys:
         return ok
 
 
+def user_id(node_id: int) -> str:
+    """The ZAP User-Id of ``node_id``'s key: what every frame from that node's connections carries."""
+    return str(node_id)
+
+
+class _RunAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP thread, answering each admitted CURVE key with its node's User-Id (pyzmq's
+    default is the key itself)."""
+
+    def __init__(self, context: zmq.Context, ids: Mapping[bytes, str]) -> None:
+        super().__init__(context)
+        self._ids = ids  # raw 32-byte public key -> User-Id
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self._ids.get(bytes(client_public_key), "")
+
+
 class CurveServer:
-    """A ZAP authenticator thread for one ZeroMQ context, admitting the run's keys only."""
+    """A ZAP authenticator thread for one ZeroMQ context, admitting the run's keys only and binding
+    each key to its node id (the User-Id of every frame its connections deliver)."""
 
     def __init__(self, context: zmq.Context, keys: NodeKeys) -> None:
         self.keys = keys
         self._provider = _AllowedKeys(keys.allowed)
-        self._auth = ThreadAuthenticator(context)
+        ids = {z85.decode(pub): user_id(i) for i, pub in keys.peers.items()}
+        self._auth = _RunAuthenticator(context, ids)
         self._auth.start()
         self._auth.configure_curve_callback(domain="*", credentials_provider=self._provider)
 
@@ -126,4 +154,4 @@ def make_client(sock: zmq.Socket, keys: NodeKeys, peer: int) -> None:
     sock.curve_serverkey = keys.server_key(peer)
 
 
-__all__ = ["NodeKeys", "generate_run_keys", "save_public_keys", "CurveServer", "make_client"]
+__all__ = ["NodeKeys", "generate_run_keys", "save_public_keys", "CurveServer", "make_client", "user_id"]

@@ -45,6 +45,12 @@ class BSActor(AgentOps):
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
+    def clock_offset(self, rounds: int = 16) -> tuple[int, int]:
+        """(coordinator clock - this clock, round trip) in ns, by ping-pong with the coordinator's node (which
+        must be receiving meanwhile)."""
+        est = estimate_clock_offset(self.node, COORD_NODE, rounds=rounds)
+        return est.offset_ns, est.rtt_ns
+
     def rss_mb(self) -> float:
         import resource
 
@@ -148,10 +154,6 @@ class BSActor(AgentOps):
             self.node = None
 
 
-SLOT = 21
-"""Air-port command of the execution phase: a slot's trigger (its times, order and this BS's CSI)."""
-
-
 @ray.remote(num_cpus=0, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}})
 class ExecActor:
     """A BS, or the central unit, in the execution phase (:mod:`bs_agent.trpo.execution`): its
@@ -194,17 +196,16 @@ class ExecActor:
     def serve(self) -> int:
         """Slot triggers until STOP; on the logical clock each slot is acknowledged (lockstep)."""
         port, node, served = self.port, self.exec, 0
-        logical = self.setup.clock == "logical"
         while True:
             op, slot, ids, payload = port.recv()
             if op == airport.STOP:
                 return served
-            if op != SLOT:
+            if op not in (airport.SLOT, airport.SLOT_ACKED):
                 continue
             off = self.offset_ns
             node.on_slot(slot, ids[2:], int(ids[0]) - off, int(ids[1]) - off, payload)
             served += 1
-            if logical:
+            if op == airport.SLOT_ACKED:          # the logical clock's lockstep
                 port.reply_rows(np.empty((0, ROW_FIELDS), np.int64))
 
     def results(self) -> dict[str, Any]:

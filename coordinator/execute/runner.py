@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import ray
 
-from bs_agent.trpo.actor import COORD_NODE, SLOT, ExecActor
+from bs_agent.trpo.actor import COORD_NODE, ExecActor
 from bs_agent.trpo.base_station import AgentSpec
 from bs_agent.trpo.execution import CU_ID, ExecSetup
 from bs_agent.trpo.state import GainNorm
 from coordinator.execute.config import ExecuteConfig
+from coordinator.placement import Node, actor_options, plan, spans_nodes
 from coordinator.session import ray_session
 from coordinator.trpo.trainer import random_positions
 from protocol import RingNode, airport, bind_host, now_ns, ring_barrier
@@ -62,6 +63,11 @@ class Collected:
     send_lag_ns: np.ndarray          # [n] how late the air sent each slot's triggers (its own load)
     offsets: dict[int, tuple[int, int]]   # node -> (offset ns, rtt ns) against the coordinator
     placement: dict[int, dict[str, str]]  # node -> {"node": Ray node id, "ip": ...}
+
+
+def _actor_name(i: int) -> str:
+    """A node's name in ``run.placement``: its BS index, or ``cu``."""
+    return "cu" if i == CU_ID else str(i)
 
 
 class ExecutionRunner:
@@ -106,10 +112,13 @@ class ExecutionRunner:
 
     def _start(self) -> None:
         self.session = ray_session(self.address)
-        on_cluster = self.session.on_cluster
         setups = self._setups()
         self.ids = list(setups)
-        self.actors = {i: ExecActor.remote(s, self.cfg.run.slots) for i, s in setups.items()}
+        self.where = plan(self.cfg.run.placement, [_actor_name(i) for i in self.ids])
+        spanning = spans_nodes({**self.where, "driver": Node(ray.get_runtime_context().get_node_id(), "")})
+        on_cluster = spanning or (self.session.on_cluster and self.session.started)
+        self.actors = {i: ExecActor.options(**actor_options(self.where[_actor_name(i)])).remote(s, self.cfg.run.slots)
+                       for i, s in setups.items()}
         eps = dict(zip(self.ids, ray.get([self.actors[i].open.remote(on_cluster) for i in self.ids]), strict=True))
         self.hub = airport.Hub(bind_host(on_cluster))
         self.hub.connect({k: eps[i][1] for k, i in enumerate(self.ids)})
@@ -137,10 +146,11 @@ class ExecutionRunner:
         (so the first to decide hears first), each with its own CSI."""
         order = self.order[slot]
         ids = np.concatenate([[t_start, t_end], order]).astype(np.int64)
+        op = airport.SLOT if self.cfg.run.clock == "real" else airport.SLOT_ACKED
         if self.src.has_cu:
-            self.hub.send(self.index[CU_ID], SLOT, slot, ids)
+            self.hub.send(self.index[CU_ID], op, slot, ids)
         for b in order:
-            self.hub.send(self.index[int(b)], SLOT, slot, ids, self.user_bs[slot, :, b])
+            self.hub.send(self.index[int(b)], op, slot, ids, self.user_bs[slot, :, b])
 
     def run(self) -> Collected:
         """Start the nodes, play every slot, collect."""
