@@ -35,6 +35,30 @@ class RunMessages(MessageLog):
         super().__init__(path, run_id=run_id[:128])
         self._seq: dict[tuple[int, int], int] = {}
         self._iter: dict[int, list[int]] = {}  # kind -> [count, bytes] sent since take_iteration()
+        self.node_of: dict[int, str] = {}      # sender / receiver id -> Ray node id (when known): cross-node links
+
+    def summary(self) -> dict[str, Any]:
+        """The log's summary; with :attr:`node_of`, every link says whether it crossed nodes, and the totals of
+        messages that did are given apart (``cross_node``)."""
+        out = super().summary()
+        if not self.node_of:
+            return out
+        cross: dict[str, dict[str, int]] = {}
+        for link, kinds in out["per_link"].items():
+            s, r = (int(x) for x in link.split("->"))
+            ns, nr = self.node_of.get(s), self.node_of.get(r)
+            flag = None if ns is None or nr is None else ns != nr
+            for node in kinds.values():
+                node["cross_node"] = flag
+                if flag:
+                    for event in ("sent", "received", "dropped"):
+                        if event in node:
+                            acc = cross.setdefault(event, {"count": 0, "bytes": 0})
+                            acc["count"] += node[event]["count"]
+                            acc["bytes"] += node[event]["bytes"]
+        out["cross_node"] = cross
+        out["nodes"] = {str(k): v for k, v in self.node_of.items()}
+        return out
 
     @classmethod
     def reopen(cls, path: str | Path, run_id: str, rows: int | None = None,

@@ -16,6 +16,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import sys  # noqa: E402
+import typing  # noqa: E402
 
 from coordinator.config import ConfigError  # noqa: E402
 from deploy.errors import UsageError  # noqa: E402
@@ -24,6 +25,8 @@ from radio.problem import ProblemError  # noqa: E402
 # one line per sub-command module; each module owns its own parser and runner
 COMMAND_MODULES = (
     "deploy.commands.baselines",
+    "deploy.commands.cluster",
+    "deploy.commands.execute",
     "deploy.commands.train",
     "deploy.commands.zo",
 )
@@ -42,10 +45,21 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on ONE line (no usage block), exit code 2, as every bad input of bsemu."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bsemu", description=DESCRIPTION,
-                                     epilog="`bsemu COMMAND --help` describes a command. Exit codes: 0 done, "
-                                            "2 bad input (nothing written), 1 anything else.")
+    parser = _Parser(prog="bsemu", description=DESCRIPTION,
+                     epilog="`bsemu COMMAND --help` describes a command. Exit codes: 0 done, "
+                            "2 bad input (nothing written), 1 anything else.")
     parser.add_argument("--version", action="version", version=f"bsemu {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -53,12 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, with unrecognized arguments reported by the sub-command's parser (its name in the line)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        sub = subs[0].choices.get(args.command, parser) if subs else parser
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return int(args.func(args) or 0)
     except (UsageError, ConfigError, ProblemError) as exc:
-        print(f"bsemu {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bsemu {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bsemu {args.command}: interrupted", file=sys.stderr)

@@ -8,7 +8,7 @@ at any point followed by ``--resume`` leaves one row per iteration and per messa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,11 +16,32 @@ from typing import Any, TypeVar
 import yaml
 
 from coordinator.messages import RunMessages
-from deploy.config import ConfigError, config_to_dict, load_config
+from deploy.config import (
+    ConfigError,
+    apply_overrides,
+    changed_keys,
+    config_to_dict,
+    from_dict,
+    load_config,
+    missing_keys,
+)
 from deploy.errors import UsageError
-from deploy.rundir import CsvWriter, RunDir, cut_csv, default_run_dir
+from deploy.rundir import (
+    CsvWriter,
+    RunDir,
+    RunDirError,
+    atomic_write_text,
+    check_messages_csv,
+    check_metrics_csv,
+    check_output_dir,
+    check_output_files,
+    cut_csv,
+    default_run_dir,
+)
 
 C = TypeVar("C")
+CheckCheckpoint = Callable[[Any, dict[str, Any], Path], None]
+"""``(cfg, checkpoint, file)``: raises :class:`RunDirError` when the checkpoint does not fit the config."""
 
 
 @dataclass
@@ -65,22 +86,22 @@ class Run:
 
 
 def start_run(cfg_type: type[C], config: Path | None, overrides: Sequence[str], resume: Path | None,
-              run_dir: Path | None, check: Callable[[C], None], default_name: str | None = None) -> Run:
+              run_dir: Path | None, check: Callable[[C], None], default_name: str | None = None,
+              resume_keys: Collection[str] = (), check_checkpoint: CheckCheckpoint | None = None,
+              messages: Callable[[C], bool] = lambda cfg: True) -> Run:
     """Open ``resume`` (its config plus ``overrides``) or create a run folder for ``config``; ``check``
     raises :class:`ConfigError` on combinations that cannot run. Nothing is written before the config,
-    the overrides and the checkpoint have been read and checked."""
+    the overrides and the whole run folder have been read and checked: a resumed folder's config.yaml must
+    hold every key, ``overrides`` may change only ``resume_keys``, meta.json must be a JSON object, the last
+    checkpoint must load (weights only) and pass ``check_checkpoint(cfg, ck, file)``, and metrics.csv /
+    messages.csv (``messages(cfg)``: whether the run logs messages) must hold the rows it records."""
     if resume is not None:
-        rd = RunDir.open(resume)
-        try:
-            cfg = load_config(cfg_type, rd.path / "config.yaml", overrides)
-            check(cfg)
-        except ConfigError as exc:
-            raise ConfigError(f"{rd.path}/config.yaml with --set: {exc}") from None
-        ck = rd.load_latest_checkpoint()
-        rd.keep = cfg.run.keep_checkpoints
-        (rd.path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        rd.update_meta(resumed_at=0 if ck is None else int(ck["iteration"]))
-        return Run(cfg, rd, rd.meta().get("config_name", rd.path.name), ck)
+        if config is not None:
+            raise UsageError("--config with --resume: a resumed run keeps the config in RUN_DIR/config.yaml "
+                             "(change what a resume allows with --set); give one of them")
+        if run_dir is not None:
+            raise UsageError("--run-dir with --resume: the run continues in the --resume folder; give one of them")
+        return _resume(cfg_type, overrides, resume, check, resume_keys, check_checkpoint, messages)
     if config is None and default_name is None:
         raise UsageError("--config FILE or --resume RUN_DIR is required")
     cfg = load_config(cfg_type, config, overrides)
@@ -89,3 +110,86 @@ def start_run(cfg_type: type[C], config: Path | None, overrides: Sequence[str], 
     rd = RunDir.create(run_dir or default_run_dir(name), config_to_dict(cfg), cfg.run.seed, name,
                        keep=cfg.run.keep_checkpoints)
     return Run(cfg, rd, name, None)
+
+
+# what a training run writes into its folder (checked to be files or absent before a resume writes anything)
+RUN_FILES = ("config.yaml", "meta.json", "metrics.csv", "messages.csv", "messages_summary.json", "messages_summary.md",
+             "curves.png", "summary.json", "summary.md")
+
+
+def _resume(cfg_type: type[C], overrides: Sequence[str], resume: Path, check: Callable[[C], None],
+            resume_keys: Collection[str], check_checkpoint: CheckCheckpoint | None,
+            messages: Callable[[C], bool]) -> Run:
+    rd = RunDir.open(resume)
+    cfg_file = rd.path / "config.yaml"
+    data = rd.config_dict()
+    old = read_run_config(rd, cfg_type, check, data)
+    cfg = from_dict(cfg_type, apply_overrides(data, overrides))
+    check(cfg)
+    frozen = [(k, a, b) for k, a, b in changed_keys(old, cfg) if k not in resume_keys]
+    if frozen:
+        k, a, b = frozen[0]
+        raise UsageError(f"--set {k}={_show(b)}: cannot change on --resume (the run was trained with "
+                         f"{k}={_show(a)}; start a new run for that); a resume may change {', '.join(resume_keys)}")
+    meta = rd.meta()
+    if "seed" in meta and meta["seed"] != cfg.run.seed:
+        raise RunDirError(f"run meta {rd.path / 'meta.json'}: seed {meta['seed']} differs from run.seed "
+                          f"{cfg.run.seed} in config.yaml (damaged folder)")
+    ck = rd.load_latest_checkpoint()
+    if ck is not None:
+        f = rd.latest_checkpoint_file()
+        if check_checkpoint is not None:
+            check_checkpoint(cfg, ck, f)
+        if cfg.run.iterations < int(ck["iteration"]):
+            raise UsageError(f"run.iterations={cfg.run.iterations}: the run is at iteration {ck['iteration']} "
+                             f"({f.name}); expected run.iterations >= {ck['iteration']}")
+    rows = (ck or {}).get("rows")
+    logs_messages = messages(cfg)
+    if ck is None:
+        check_metrics_csv(rd.path / "metrics.csv", 0 if logs_messages else None)
+        if logs_messages:
+            check_messages_csv(rd.path / "messages.csv", 0)
+    else:
+        check_metrics_csv(rd.path / "metrics.csv", None if rows is None else int(rows["metrics"]))
+        if logs_messages:
+            check_messages_csv(rd.path / "messages.csv", None if rows is None else int(rows["messages"]))
+    check_output_dir(rd.path, "run dir")
+    check_output_files(rd.path, RUN_FILES, "run dir")
+    # everything read and checked: only now is the folder changed
+    rd.keep = cfg.run.keep_checkpoints
+    atomic_write_text(cfg_file, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    rd.update_meta(resumed_at=0 if ck is None else int(ck["iteration"]))
+    return Run(cfg, rd, str(meta.get("config_name", rd.path.name)), ck)
+
+
+ADDED_KEYS = frozenset({"links.*", "links.loss", "run.placement"})
+"""Keys added after run folders were first written; their defaults are what older runs did (no training
+loss, Ray's own placement on one machine), so a config.yaml without them is not damaged but older."""
+
+
+def read_run_config(rd: RunDir, cfg_type: type[C], check: Callable[[C], None],
+                    data: dict[str, Any] | None = None) -> C:
+    """A run folder's config.yaml as ``cfg_type``: every key present (it is written resolved: a missing key
+    means a damaged file, except the :data:`ADDED_KEYS` of older folders), every value valid, ``check``
+    passed. Errors name the file."""
+    cfg_file = rd.path / "config.yaml"
+    data = rd.config_dict() if data is None else data
+    try:
+        cfg = from_dict(cfg_type, data)
+        missing = [k for k in missing_keys(cfg_type, data) if k not in ADDED_KEYS]
+        if missing:
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise RunDirError(f"run config {cfg_file}: key(s) {', '.join(missing[:4])}{more} missing (a run "
+                              "folder's config.yaml is written resolved, every key present: it is damaged, or older "
+                              "than these keys; add them with their values to use it)")
+        check(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"run config {cfg_file}: {exc}") from None
+    return cfg
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, tuple):
+        v = list(v)
+    r = " ".join(repr(v).split())
+    return r if len(r) <= 60 else r[:57] + "..."

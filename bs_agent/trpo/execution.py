@@ -18,9 +18,11 @@ gives up ``decision_margin_us`` before the end and decides on what it has:
   central unit the last CSI it received from a BS whose upload is missing (the mean gain if none ever came);
 * ``fallback = "undecided"``: a round-robin BS treats its predecessors as undecided (zero power, flag 0:
   the first BS's state), the central unit a missing BS's gains as the mean gain;
-* a BS of the centralized scheme whose assignment does not come keeps its previous powers (either mode).
+* a BS of the centralized scheme whose assignment does not come keeps its previous powers (either mode;
+  full power before its first).
 
-A decision taken after the slot's end misses it (the air then keeps the BS's previous powers). A message of
+A decision taken after the slot's end misses it (the air then keeps the BS's previous powers, full power
+before its first decision: the uncoordinated default). A message of
 an earlier slot that arrives is late: counted and dropped. On the logical clock (``clock = "logical"``) there
 are no deadlines: every node waits until its input arrives or its link emulator drops it (the coordinator
 runs the slots in lockstep).
@@ -46,7 +48,7 @@ from protocol import Envelope, Kind, RingNode
 from protocol.links import LinkModel
 from radio.fp import fp
 from radio.problem import Problem
-from radio.wmmse import wmmse
+from radio.wmmse import wmmse, wmmse_one
 
 CU_ID = 1 << 15
 """Node id of the central unit (BS ids are 0..B-1)."""
@@ -271,7 +273,7 @@ class ExecNode:
         else:
             rec.flags[slot] |= MISSING_INPUT | HOLD
             rec.t_out[slot] = now_ns()
-            rec.frac[slot] = rec.frac[slot - 1] if slot > 0 else 0.0
+            rec.frac[slot] = rec.frac[slot - 1] if slot > 0 else 1.0     # full power before any assignment
 
     def _central_unit(self, slot: int, wait_until: int) -> None:
         """Gather every BS's upload (or fall back), decide all L powers, assign each BS its K."""
@@ -300,8 +302,11 @@ class ExecNode:
         if s.method is None:
             return self.policy(central_state(s.norm, user_bs))
         G = user_bs[:, np.repeat(np.arange(s.B), s.K)]            # [L, L], the convention of radio
-        pr = Problem(G, s.noise_w, np.full(s.L, s.p_max_w), 1.0, s.B, s.K, s.bs_sum_power_w)
-        return (solve(s.method, pr)[0] / s.p_max_w).astype(np.float32)
+        if s.method == "wmmse":                                    # one realization: the solver's fast path
+            p = wmmse_one(G, s.noise_w, s.p_max_w, users_per_cell=s.K, bs_sum_power_w=s.bs_sum_power_w)
+        else:
+            p = solve(s.method, Problem(G, s.noise_w, np.full(s.L, s.p_max_w), 1.0, s.B, s.K, s.bs_sum_power_w))[0]
+        return (p / s.p_max_w).astype(np.float32)
 
 
 def solve(method: str, problem: Problem) -> np.ndarray:

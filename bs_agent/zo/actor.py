@@ -36,13 +36,18 @@ from protocol.envelope import COORDINATOR
 class ZOLinkActor:
     """One or more links (:class:`LinkHost`, each with its own agent and node) and one air port."""
 
-    def __init__(self, setups: list[LinkSetup]) -> None:
+    def __init__(self, setups: list[LinkSetup], cluster: bool = False) -> None:
         # co-hosted links share one context (one I/O thread, not one per link) and reach each other
-        # over inproc: the same frames, log rows and d bytes, without TCP and thread wake-ups
+        # over inproc: the same frames, log rows and d bytes, without TCP and thread wake-ups; sockets bind
+        # this node's address when the run spans nodes (127.0.0.1 otherwise)
+        host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
         self.ctx = make_context() if len(setups) > 1 else None
-        self.links = {s.index: LinkHost(s, self.ctx) for s in setups}
+        self.links = {s.index: LinkHost(s, self.ctx, host) for s in setups}
         self.real = setups[0].clock == "real"
-        self.port = airport.LinkPort()
+        self.port = airport.LinkPort(host)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     def endpoints(self) -> tuple[dict[int, str], str]:
         """Each link's ring endpoint, and the actor's air port."""

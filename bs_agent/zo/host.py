@@ -102,7 +102,7 @@ class LinkHost:
     """Link i inside an actor: its agent, its ring node and (logical clock) its receiver-side
     link emulator. Plain object; the actor calls it."""
 
-    def __init__(self, setup: LinkSetup, context: Any = None) -> None:
+    def __init__(self, setup: LinkSetup, context: Any = None, host: str = "127.0.0.1") -> None:
         self.agent = setup.agent()
         self.index = setup.index
         self.offsets = setup.offsets
@@ -112,7 +112,7 @@ class LinkHost:
         self.log = RowLog(hold=not self.real)
         emulator = LinkEmulator(setup.link_model, setup.root_seed, setup.clock)
         self.emulator = None if self.real else emulator            # logical: decided here, on the send slot
-        self.node = RingNode(self.index, log=self.log, emulator=emulator if self.real else None, context=context)
+        self.node = RingNode(self.index, host, log=self.log, emulator=emulator if self.real else None, context=context)
         self.inproc = self.node.bind_inproc() if context is not None else ""
         self.last_iter = {j: -1 for j in self.agent.neighbours}    # highest iteration received from j
         self.late = 0                                              # real clock: d_j^T arrived after update T

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from bs_agent.trpo.execution import FALLBACKS
 from coordinator.config import ConfigError
 from coordinator.config import config_field as _f
+from coordinator.placement import check_placement
 from coordinator.trpo.config import ScenarioConfig
 from protocol.links import LinkModel
 
@@ -75,6 +76,9 @@ class ExecRunConfig:
                            range=(0, 1_000_000))
     lead_ms: float = _f(50.0, "real clock: the first slot starts this long after the nodes are ready",
                         range=(0.0, 1e5))
+    placement: str = _f("spread", "where the actors go: spread (round-robin over the cluster's nodes) | pack (the "
+                                  "driver's node) | 'ACTOR:NODE,...' (ACTOR a BS index or cu, NODE an IP, #k or a "
+                                  "node-id prefix; the others spread)")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class ExecuteConfig:
 
 def check_execute(cfg: ExecuteConfig) -> None:
     """Cross-field checks; raises :class:`ConfigError` naming the keys."""
+    check_placement(cfg.run.placement)
     if cfg.run.clock == "logical":
         for c in LINK_CLASSES:
             m = cfg.links.model(c)

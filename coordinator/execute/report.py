@@ -26,7 +26,7 @@ from coordinator.execute.runner import Collected, Source
 from coordinator.trpo.evaluate import policy_fractions
 from coordinator.trpo.trainer import powers_w
 from protocol.envelope import Kind
-from protocol.log import DROPPED, SENT
+from protocol.log import DROPPED, RECEIVED, SENT
 from radio.problem import Problem
 from radio.rates import sum_rate
 
@@ -58,7 +58,8 @@ def pct(x: np.ndarray) -> dict[str, float]:
 
 def applied_fractions(col: Collected, B: int, K: int, real: bool) -> tuple[np.ndarray, np.ndarray]:
     """[n, L] fractions in force at each slot's end, and [n, B] whether BS b's powers of that slot were
-    ready by its end (a BS that missed it keeps its previous powers; zero before its first)."""
+    ready by its end (a BS that missed it keeps its previous powers; before its first decision it transmits at
+    full power, the uncoordinated default)."""
     n = col.slot_start_ns.size
     frac = np.zeros((n, B * K), np.float64)
     ready = np.ones((n, B), bool)
@@ -66,7 +67,7 @@ def applied_fractions(col: Collected, B: int, K: int, real: bool) -> tuple[np.nd
         r = col.nodes[b]
         ok = r["done"] & ((r["t_out"] <= col.slot_end_ns) if real else True)
         ready[:, b] = ok
-        last = np.zeros(K)
+        last = np.ones(K)
         for s in range(n):
             if ok[s] and not (r["flags"][s] & HOLD):
                 last = r["frac"][s].astype(np.float64)
@@ -112,6 +113,9 @@ def report(cfg: ExecuteConfig, src: Source, problem: Problem, order: np.ndarray,
     samples = decision_samples(src, col, kept)
     rows = [row for r in col.nodes.values() for row in r["rows"] if row[1] in EXEC_KINDS]
     sent = [row for row in rows if row[0] == SENT]
+    hops = {Kind(k).name: pct(np.array([(row[8] - row[7]) / 1e3 for row in rows
+                                        if row[1] == k and row[0] == RECEIVED and row[4] >= w]))
+            for k in EXEC_KINDS if any(row[1] == k for row in sent)}
     scheme = "centralized" if src.has_cu else src.scheme
     theory = table3(scheme, B, K)
     met = ready.all(axis=1)
@@ -120,6 +124,7 @@ def report(cfg: ExecuteConfig, src: Source, problem: Problem, order: np.ndarray,
         "slots": n, "warmup_slots": w, "slot_ms": cfg.run.slot_ms, "clock": cfg.run.clock,
         "decision_us": {k: pct(v) for k, v in samples.items()},
         "slot_us": pct(slot_us[kept]),
+        "hop_us": hops,          # one-way latency of each kind's messages (sent -> handed over, incl. any delay)
         "messages_per_slot": len(sent) / n, "bytes_per_slot": sum(row[6] for row in sent) / n,
         "table3_messages_per_slot": theory["messages"], "table3_scalars_per_slot": theory["scalars"],
         "sum_rate_mbps": float(rate.mean()), "sum_rate_mbps_ideal": float(rate_ideal.mean()),

@@ -79,7 +79,7 @@ def make_backend(cfg: TrainConfig, address: str | None = None) -> AgentBackend:
         return InprocBackend(spec, seeds, cfg.run.threads)
     from coordinator.trpo.ray_backend import RayBackend
 
-    return RayBackend(spec, seeds, address=address, threads=cfg.run.threads)
+    return RayBackend(spec, seeds, address=address, threads=cfg.run.threads, placement=cfg.run.placement)
 
 
 def ring_hop(rows: list[Row], seqs: dict[tuple[int, int], int], sender: int, receiver: int, iteration: int,
@@ -208,6 +208,10 @@ class InprocBackend:
     def value_round(self, theta: np.ndarray | None = None, phi: np.ndarray | None = None
                     ) -> list[tuple[np.ndarray, float]]:
         return [a.value_round(theta, phi) for a in self.agents]
+
+    def meta(self) -> dict[str, str]:
+        """For meta.json: where the agents ran."""
+        return {"placement": "inproc (every agent in the coordinator's process)"}
 
     def close(self) -> None:
         pass

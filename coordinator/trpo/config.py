@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from bs_agent.trpo.base_station import AgentSpec, resolve_value_precision
 from bs_agent.trpo.ops import agent_ids
-from bs_agent.trpo.state import SCHEMES
+from bs_agent.trpo.state import SCHEMES, act_dim, obs_dim
 from coordinator.config import ConfigError
 from coordinator.config import config_field as _f
+from coordinator.placement import check_placement
 from radio.channels import Scenario
 from radio.seeding import TrpoStream, child_seed
 
@@ -24,7 +25,7 @@ METHODS = ("max_power", "random", "wmmse", "fp", "optimum")
 class ScenarioConfig:
     """The network (paper 1 Table I); mapped onto :class:`radio.channels.Scenario`."""
 
-    kind: str = _f("3cell", "network layout", choices=("3cell", "7cell"))
+    kind: str = _f("3cell", "network layout", choices=("3cell", "7cell", "19cell"))
     users_per_cell: int = _f(2, "K, users per cell", range=(1, 64))
     alpha: float = _f(3.76, "path-loss exponent", range=(1.0, 10.0))
     cell_radius_m: float = _f(1000.0, "cell radius in m", range=(1.0, 1e5))
@@ -93,6 +94,9 @@ class RunConfig:
     keep_checkpoints: int = _f(3, "checkpoints kept", range=(1, 1000))
     eval_slots: int = _f(1000, "held-out realizations for the final evaluation", range=(0, 1_000_000))
     eval_methods: tuple[str, ...] = _f(METHODS, "baselines in the final evaluation", choices=METHODS)
+    placement: str = _f("spread", "where the ray backend's actors go: spread (round-robin over the cluster's "
+                                  "nodes) | pack (the driver's node) | 'ACTOR:NODE,...' (ACTOR a BS index or cu, NODE "
+                                  "an IP, #k or a node-id prefix; the others spread)")
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ def agent_seeds(cfg: TrainConfig) -> list[int]:
 
 def check_feasible(cfg: TrainConfig) -> None:
     """Checks across sections; raises :class:`ConfigError` naming the keys."""
+    check_placement(cfg.run.placement)
     if "optimum" in cfg.run.eval_methods and cfg.scenario.kind != "3cell" and cfg.run.eval_slots > 0:
         raise ConfigError("run.eval_methods: 'optimum' is certified for small networks only (3cell); "
                           "remove it for 7cell")
@@ -151,3 +156,40 @@ def check_feasible(cfg: TrainConfig) -> None:
     if cfg.links.loss > 0 and cfg.run.scheme != "partial":
         raise ConfigError(f"links.loss={cfg.links.loss:g}: lost power vectors exist in the round-robin scheme only "
                           "(run.scheme=partial)")
+
+
+def network_sizes(cfg: TrainConfig) -> tuple[int, int]:
+    """(theta, phi): the lengths of the flat policy and value parameter vectors the config implies (policy
+    [obs, hidden x layers, 2 x act] for the mean and log-std of each power, value [obs, hidden x layers, 1])."""
+    sc = scenario_of(cfg)
+    obs, act = obs_dim(cfg.run.scheme, sc.cells, sc.K), act_dim(cfg.run.scheme, sc.cells, sc.K)
+    h, n = cfg.policy.hidden, cfg.policy.layers
+
+    def mlp(inp: int, out: int) -> int:
+        return inp * h + h + (n - 1) * (h * h + h) + h * out + out
+
+    return mlp(obs, 2 * act), mlp(obs, 1)
+
+
+def n_agents(cfg: TrainConfig) -> int:
+    """Agents of the run: the central agent, or one per BS."""
+    return 1 if cfg.run.scheme == "centralized" else scenario_of(cfg).cells
+
+
+def memory_estimate(cfg: TrainConfig) -> dict[str, float]:
+    """Bytes the run's largest arrays will hold, by part (each named with the keys that size it): the
+    networks with their gradients, CG vectors and optimiser moments, every agent's cached forward passes over
+    its M samples (policy, critic, Fisher sub-sample), the channels of an iteration [M, L, L] and of the
+    held-out evaluation. An upper-side estimate from the sizes alone (nothing allocated), for the edge's
+    memory budget."""
+    sc = scenario_of(cfg)
+    theta, phi = network_sizes(cfg)
+    agents, M, L = n_agents(cfg), cfg.trpo.episodes, sc.L
+    h, layers = cfg.policy.hidden, cfg.policy.layers
+    f32, f64 = 4, 8
+    return {
+        "networks (policy.hidden x policy.layers)": (agents + 1) * (theta + phi) * f64 * 8.0,
+        "cached forward passes (trpo.episodes x policy.hidden x policy.layers)": agents * M * h * layers * f32 * 8.0,
+        "channels of an iteration (trpo.episodes, scenario)": M * L * L * f64 * 4.0,
+        "evaluation channels (run.eval_slots, scenario)": cfg.run.eval_slots * L * L * f64 * 4.0,
+    }

@@ -23,6 +23,8 @@ import torch
 from bs_agent.trpo.actor import COORD_NODE, BSActor
 from bs_agent.trpo.base_station import AgentSpec
 from bs_agent.trpo.ops import Crit, agent_csi, agent_ids
+from coordinator.placement import Node, plan, spans_nodes
+from coordinator.placement import actor_options as actor_options_for
 from coordinator.session import ray_session
 from protocol import RECEIVED, Envelope, Kind, RingNode, bind_host
 from protocol.log import Row
@@ -42,16 +44,20 @@ class RayBackend:
 
     def __init__(self, spec: AgentSpec, sample_seeds: Sequence[int], address: str | None = None,
                  actor_options: Sequence[dict] | None = None, cluster: bool | None = None,
-                 fvp_over_ring: bool = True, threads: int = 1) -> None:
+                 fvp_over_ring: bool = True, threads: int = 1, placement: str = "spread") -> None:
         self.spec = spec
         self.fvp_over_ring = fvp_over_ring   # False: every product by Ray call (for comparisons)
         self.session = ray_session(address)
         ids = agent_ids(spec)
-        opts = list(actor_options or [{}] * len(ids))
+        names = ["cu" if spec.scheme == "centralized" else str(i) for i in ids]
+        self.where = plan(placement, names) if actor_options is None else {}
+        opts = list(actor_options or [actor_options_for(self.where[n]) for n in names])
         self.actors = [BSActor.options(**o).remote(i, spec, s, threads)
                        for i, s, o in zip(ids, sample_seeds, opts, strict=True)]
-        # every agent's node: the round-robin ring (partial) and the FVP phase's link to the coordinator
-        on_cluster = (self.session.on_cluster and self.session.started) if cluster is None else cluster
+        # every agent's node: the round-robin ring (partial) and the FVP phase's link to the coordinator; they
+        # bind this node's address when the run spans nodes, 127.0.0.1 otherwise
+        spanning = spans_nodes({**self.where, "driver": Node(ray.get_runtime_context().get_node_id(), "")})
+        on_cluster = (spanning or (self.session.on_cluster and self.session.started)) if cluster is None else cluster
         eps = ray.get([a.ring_open.remote(on_cluster) for a in self.actors])
         self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=ids)
         self.node.connect(dict(zip(ids, eps, strict=True)))
@@ -202,6 +208,22 @@ class RayBackend:
 
     def node_ids(self) -> list[str]:
         return ray.get([a.node_id.remote() for a in self.actors])
+
+    def meta(self) -> dict[str, Any]:
+        """For meta.json: each agent's node (id, IP) and its clock offset against this process, measured by
+        ping-pong over its node (``t_agent ~ t_driver - offset``, within +-rtt/2)."""
+        refs = [a.clock_offset.remote() for a in self.actors]
+        pending = list(refs)
+        while pending:                    # this node answers the agents' pings meanwhile
+            self.node.recv(timeout_ms=2)
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+        ids = ray.get([a.node_id.remote() for a in self.actors])
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        names = ["cu" if self.spec.scheme == "centralized" else f"bs{i}" for i in range(len(self.actors))]
+        return {"placement": {k: {"node": n, "ip": ips.get(n, "")} for k, n in zip(names, ids, strict=True)},
+                "clock_offsets_ns": {k: {"offset": o, "rtt": r} for k, (o, r) in zip(names, ray.get(refs),
+                                                                                      strict=True)},
+                "driver_node": ray.get_runtime_context().get_node_id()}
 
     def memory_mb(self) -> list[float]:
         return ray.get([a.rss_mb.remote() for a in self.actors])

@@ -17,9 +17,10 @@ import numpy as np
 
 from bs_agent.zo.agent import UPDATES, ZOHyper
 from bs_agent.zo.host import LinkSetup
-from bs_agent.zo.policy import MLPSpec, feature_norm
+from bs_agent.zo.policy import MLPSpec, feature_norm, state_dim
 from coordinator.config import ConfigError
 from coordinator.config import config_field as _f
+from coordinator.placement import check_placement
 from coordinator.zo.graphs import diameter, fully_connected, random_connected_graph
 from protocol.links import LinkModel
 from radio.channels import Scenario
@@ -44,7 +45,7 @@ class ZOScenarioConfig:
 class ZOPolicyConfig:
     """Per-link MLP phi_i (tanh hidden layers, sigmoid output x p_max)."""
 
-    hidden: tuple[int, ...] = _f((10,), "hidden layer sizes of every link's policy")
+    hidden: tuple[int, ...] = _f((10,), "hidden layer sizes of every link's policy", range=(1, 1_000_000_000))
     per_link_hidden: str = _f("", "optional per-link hidden sizes, e.g. '10;10,10;8;8;6' (one per link)")
     inputs: str = _f("paper", "paper: s_i of Sec. IV | memoryless: interference caused at full power G_ji p_max "
                               "and no previous-power feature (no input depends on the link's own past power)",
@@ -133,6 +134,9 @@ class ZORunConfig:
     checkpoint_every: int = _f(500, "checkpoint every this many iterations", range=(1, 100_000_000))
     keep_checkpoints: int = _f(3, "checkpoints kept", range=(1, 1000))
     log_messages: bool = _f(True, "write one CSV row per message (messages.csv)")
+    placement: str = _f("spread", "where the ray backend's link actors go: spread (round-robin over the cluster's "
+                                  "nodes) | pack (the driver's node) | 'ACTOR:NODE,...' (ACTOR an actor index, NODE an "
+                                  "IP, #k or a node-id prefix; the others spread)")
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ class ZOConfig:
 
 def validate(cfg: ZOConfig) -> None:
     """Cross-field checks; raises :class:`ConfigError` naming the keys."""
+    check_placement(cfg.run.placement)
     N = cfg.scenario.n_links
     if cfg.scenario.path_loss and len(cfg.scenario.path_loss) != N:
         raise ConfigError(f"scenario.path_loss: expected {N} factors (scenario.n_links) or none, "
@@ -191,6 +196,54 @@ def validate(cfg: ZOConfig) -> None:
     B = cfg.algo.b1 + cfg.algo.b2
     if cfg.run.clock == "logical" and cfg.algo.update == "async" and max_delay_bound(cfg) + max(offsets(cfg)) >= B:
         raise ConfigError("algo.delay + jitter + max offset must stay below B = b1 + b2 slots for eq. (8)")
+
+
+F64 = 8            # bytes of a float64
+AIR_BLOCK = 256    # slots the air draws per channel block (coordinator.zo.air.BLOCK)
+NORM_SLOTS = 4096  # slots drawn for the input normalisation constants (_norm)
+
+
+def layer_sizes(cfg: ZOConfig) -> list[tuple[int, ...]]:
+    """[N] layer sizes (m, h_1, ..., 1) of every link's policy (as :func:`specs`, without building them)."""
+    m = state_dim(cfg.scenario.n_links)
+    return [(m, *h, 1) for h in hidden_per_link(cfg)]
+
+
+def param_counts(cfg: ZOConfig) -> list[int]:
+    """[N] length of every link's parameter vector theta_i."""
+    return [sum(o * i + o for i, o in zip(sz[:-1], sz[1:], strict=False)) for sz in layer_sizes(cfg)]
+
+
+def memory_estimate(cfg: ZOConfig) -> dict[str, float]:
+    """Bytes the run's largest arrays will hold, by part (each named with the keys that size it): every
+    link's parameters and their copies (perturbed, cached u, Adam moments), the air's block-diagonal layers
+    (a group of g links with the same architecture is one [g in, g out] matrix per layer), the channel
+    batches of an iteration, the evaluation channels and the first-order methods' autograd activations.
+    An upper-side estimate from the sizes alone (nothing allocated), for the edge's memory budget."""
+    N = cfg.scenario.n_links
+    sizes = layer_sizes(cfg)
+    n_params = param_counts(cfg)
+    groups: dict[tuple[int, ...], int] = {}
+    for sz in sizes:
+        groups[sz] = groups.get(sz, 0) + 1
+    block = sum(sum((g * i) * (g * o) for i, o in zip(sz[:-1], sz[1:], strict=False)) for sz, g in groups.items())
+    B = cfg.algo.b1 + cfg.algo.b2
+    widest = max(max(sz) for sz in sizes)
+    E, S = cfg.run.eval_sequences, cfg.run.eval_slots
+    keys = "policy.hidden / policy.per_link_hidden, scenario.n_links"
+    parts = {
+        f"policies ({keys})": 8.0 * F64 * sum(n_params),
+        f"block-diagonal layers ({keys})": 2.0 * F64 * block,
+        "channel batches (algo.b1 + algo.b2, scenario.n_links)": 4.0 * F64 * max(B, AIR_BLOCK) * N * N,
+        "evaluation channels (run.eval_sequences x run.eval_slots, scenario.n_links)": 3.0 * F64 * E * S * N * N,
+        f"policy activations in evaluation ({keys}, run.eval_sequences)": 3.0 * F64 * E * N * widest,
+    }
+    if cfg.run.method != "proposed":
+        parts["autograd activations (algo.b1 + algo.b2, policy.hidden, scenario.n_links)"] = \
+            4.0 * F64 * B * sum(sum(sz) for sz in sizes)
+    if cfg.policy.input_norm:
+        parts["input normalisation (scenario.n_links)"] = 3.0 * F64 * NORM_SLOTS * N * N
+    return parts
 
 
 def _validate_real_clock(cfg: ZOConfig) -> None:

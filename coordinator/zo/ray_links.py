@@ -16,10 +16,11 @@ import ray
 from bs_agent.zo.actor import ZOLinkActor
 from bs_agent.zo.host import D_KINDS, STAT_KEYS
 from coordinator.config import ConfigError
+from coordinator.placement import Node, actor_options, plan, spans_nodes
 from coordinator.session import ray_session
 from coordinator.zo.config import ZOConfig, link_setups
 from coordinator.zo.links import Exchange
-from protocol import airport
+from protocol import airport, bind_host
 from protocol.log import DROPPED, SENT, MessageLog
 
 
@@ -42,8 +43,13 @@ class RayLinks:
         setups = link_setups(cfg)
         self.groups = [list(range(a, min(a + links_per_actor, N))) for a in range(0, N, links_per_actor)]
         self.actor_of = {i: a for a, g in enumerate(self.groups) for i in g}
-        self.actors = [ZOLinkActor.remote([setups[i] for i in g]) for g in self.groups]
-        self.hub = airport.Hub()
+        self.where = plan(cfg.run.placement, [str(a) for a in range(len(self.groups))])
+        spanning = spans_nodes({**self.where, "driver": Node(ray.get_runtime_context().get_node_id(), "")})
+        on_cluster = spanning or (self.session.on_cluster and self.session.started)
+        self.actors = [ZOLinkActor.options(**actor_options(self.where[str(a)])).remote([setups[i] for i in g],
+                                                                                       on_cluster)
+                       for a, g in enumerate(self.groups)]
+        self.hub = airport.Hub(bind_host(on_cluster))
         eps = ray.get([a.endpoints.remote() for a in self.actors])
         ring = {i: e for r, _ in eps for i, e in r.items()}
         self.hub.connect(dict(enumerate(p for _, p in eps)))
@@ -172,6 +178,14 @@ class RayLinks:
             for s in ray.get([a.stats.remote() for a in self.actors]):
                 self.last_stats.update(s)
         return [self.last_stats[i] for i in range(N)]
+
+    def meta(self) -> dict[str, Any]:
+        """For meta.json: each link's node (id, IP) and the driver's node."""
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        return {"placement": {f"link{i}": {"node": self.where[str(a)].node_id, "ip": ips.get(self.where[str(a)].node_id,
+                                                                                              "")}
+                              for i, a in self.actor_of.items()},
+                "driver_node": ray.get_runtime_context().get_node_id()}
 
     def air_stats(self) -> dict[str, int]:
         """Frames and bytes of the air port (coordinator <-> links; not in the message log)."""

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from deploy import plots
-from deploy.config import config_to_dict, from_dict, load_config
+from deploy.config import config_to_dict, load_config
 from deploy.errors import UsageError
 from deploy.rundir import RunDir
 
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path, nargs="?", help="run folder written by `bsemu train` (or use --method)")
     p.add_argument("--method", choices=("wmmse", "fp", "optimum"), default=None,
                    help="a classical solver on the central unit instead of a trained policy (scenario: --set "
-                        "scenario.kind=3cell|7cell, ...)")
+                        "scenario.kind=3cell|7cell|19cell, ...)")
     p.add_argument("--slots", type=int, default=None, help="slots to run (run.slots, default 1000)")
     p.add_argument("--slot-ms", type=float, default=None, help="slot period in ms (run.slot_ms, default 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -41,6 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default RUN_DIR/execute/<time>, or runs/<time>-execute-<method>)")
     p.set_defaults(func=run)
+
+    w = sub.add_parser("execute-sweep", help="the execution phase of several run folders and solvers against link "
+                                             "delay and loss: CSV + plots of sum-rate and slot latency")
+    w.add_argument("run_dirs", type=Path, nargs="*", help="run folders written by `bsemu train`")
+    w.add_argument("--methods", default="", help="comma-separated solvers on the central unit (wmmse,fp,optimum)")
+    w.add_argument("--delays-ms", default="0,0.2,0.5,1,2", help="one-way delays per link (ms), at no loss")
+    w.add_argument("--losses", default="0,0.05,0.1,0.2,0.4", help="loss probabilities, at no delay")
+    w.add_argument("--slots", type=int, default=300, help="slots per point (default 300)")
+    w.add_argument("--slot-ms", type=float, default=None, help="slot period in ms (run.slot_ms, default 2)")
+    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="execution settings of every point (run.*, scenario.* for the solvers)")
+    w.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else embedded)")
+    w.add_argument("--out", type=Path, default=None, help="output folder (default runs/<time>-execute-sweep)")
+    w.set_defaults(func=run_sweep)
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -71,11 +85,15 @@ def _source(args: argparse.Namespace, cfg: Any) -> tuple[Any, int, dict[str, Any
             raise UsageError(f"--method optimum: certified for networks of at most 8 links, this one has {sc.L}")
         seed = 1 if cfg.run.seed is None else cfg.run.seed
         return Source(sc, "centralized", method=args.method), seed, {"method": args.method}
+    from deploy.commands.train import check_checkpoint, check_config
+    from deploy.runs import read_run_config
+
     rd = RunDir.open(args.run_dir)
-    train = from_dict(TrainConfig, rd.config_dict())
+    train = read_run_config(rd, TrainConfig, check_config)     # the same folder checks as evaluate and --resume
     ck = rd.load_latest_checkpoint()
     if ck is None:
-        raise UsageError(f"{rd.path}: no checkpoint to execute (train it first)")
+        raise UsageError(f"run dir {rd.path}: no checkpoint to execute (checkpoints/ckpt-*.pt; train it first)")
+    check_checkpoint(train, ck, rd.latest_checkpoint_file())
     seed = train.run.seed + 1 if cfg.run.seed is None else cfg.run.seed
     src = Source(scenario_of(train), train.run.scheme, spec=agent_spec(train), theta=np.asarray(ck["theta"]))
     return src, seed, {"run_dir": str(rd.path), "checkpoint_iteration": int(ck["iteration"]),
@@ -83,14 +101,12 @@ def _source(args: argparse.Namespace, cfg: Any) -> tuple[Any, int, dict[str, Any
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    from deploy.rundir import check_output_dir
+
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or (args.run_dir / "execute" / stamp if args.run_dir is not None
                        else Path("runs") / f"{stamp}-execute-{name}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out}: exists and is not an empty folder")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"--out {out}: {parent} is a file")
+    check_output_dir(out, "--out", empty=True)
     return out
 
 
@@ -129,6 +145,7 @@ def write_outputs(out: Path, cfg: Any, summary: dict[str, Any], per_slot: dict[s
                                                "argv": sys.argv, "placement": summary["placement"]}, indent=2))
     log = RunMessages(out / "messages.csv", run_id=out.name)
     log.phase = EXECUTION
+    log.node_of = {i: p["node"] for i, p in collected.placement.items()}     # cross-node links in the summary
     for r in collected.nodes.values():
         log.record_rows(sorted(r["rows"], key=lambda row: row[8] or row[7]))
     log.close()
@@ -159,7 +176,8 @@ def table_iv(summaries: list[dict[str, Any]]) -> str:
         rate = f"{s['sum_rate_mbps']:.2f} ({s['sum_rate_mbps_ideal']:.2f})"
         lines.append(f"| {s['method']} | {dec} | {slot} | "
                      f"{s['messages_per_slot']:.2f} / {s['bytes_per_slot']:.0f} ({s['table3_scalars_per_slot']}) | "
-                     f"{rate} | {100 * s['deadline_met_share']:.1f} % | {'' if paper is None else f'{paper * 1e3:g}'} |")
+                     f"{rate} | {100 * s['deadline_met_share']:.1f} % | {'' if paper is None else f'{paper * 1e3:g}'}"
+                     " |")
     return "\n".join(lines) + "\n"
 
 
@@ -173,3 +191,50 @@ def _details(s: dict[str, Any]) -> str:
         f"- clock offsets (ns, against the coordinator): {s['clock_offsets_ns']}",
         "- decision: inputs available -> powers sent (a centralized-path BS: CSI -> upload sent); slot: first CSI "
         "-> last powers applied. Paper: 3 cells, one process per scheme on a CPU (Table IV).", ""])
+
+
+def _floats(text: str, flag: str, lo: float, hi: float) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+    if any(not lo <= v <= hi for v in vals):
+        raise UsageError(f"{flag}: expected values in [{lo:g}, {hi:g}], got {text!r}")
+    return vals
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from coordinator.execute.config import ExecuteConfig, check_execute
+    from deploy.sweeps.execution import run_sweep as sweep
+
+    delays = _floats(args.delays_ms, "--delays-ms", 0.0, 1e4)
+    losses = _floats(args.losses, "--losses", 0.0, 1.0)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in ("wmmse", "fp", "optimum")]
+    if bad or (not methods and not args.run_dirs):
+        raise UsageError(f"--methods {args.methods!r}: expected run folders and/or solvers among wmmse,fp,optimum")
+    sets = [*args.overrides, f"run.slots={args.slots}"] + ([f"run.slot_ms={args.slot_ms}"] if args.slot_ms else [])
+    base = load_config(ExecuteConfig, None, sets)
+    check_execute(base)
+    points = []
+    for rd in args.run_dirs:
+        src, seed, _ = _source(argparse.Namespace(run_dir=rd, method=None), base)
+        points.append((f"{src.name} ({rd.name})", src, seed))
+    for m in methods:
+        src, seed, _ = _source(argparse.Namespace(run_dir=None, method=m), base)
+        points.append((m, src, seed))
+    from deploy.rundir import check_output_dir
+
+    out = args.out or Path("runs") / f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-execute-sweep"
+    check_output_dir(out, "--out", empty=True)
+    n = len(points) * (len(delays) + len(losses))
+    print(f"bsemu execute-sweep: {len(points)} sources x {len(delays) + len(losses)} link settings = {n} runs of "
+          f"{base.run.slots} slots -> {out}", file=sys.stderr)
+    rows = sweep(points, sets, delays, losses, out, args.address,
+                 progress=lambda msg: print(f"  {msg}", file=sys.stderr))
+    for r in rows:
+        print(f"{r['source']:32s} {r['axis']:5s} delay {r['delay_ms']:6.2f} ms loss {r['loss']:.2f}: "
+              f"{r['sum_rate_mbps']:7.2f} Mbps ({r['ratio_to_ideal']:.3f} x ideal), "
+              f"slot p50 {r['slot_p50_us']:8.0f} µs, deadline met {100 * r['deadline_met_share']:.1f} %")
+    print(out / "execute_sweep.csv")
+    return 0

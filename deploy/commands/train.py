@@ -13,12 +13,80 @@ import numpy as np
 
 from coordinator.trpo.config import TrainConfig
 from deploy import plots
-from deploy.config import from_dict
+from deploy.config import ConfigError, check_memory, memory_budget_bytes
 from deploy.errors import UsageError
-from deploy.rundir import RunDir
-from deploy.runs import start_run
+from deploy.rundir import RunDir, RunDirError, check_output_dir, check_output_files
+from deploy.runs import read_run_config, start_run
 
 CURVE_KEYS = ("reward_mbps", "kl", "backtracks", "value_loss", "seconds")
+# what `--set` may change when a run is resumed: its length, checkpointing, the final evaluation and where it
+# computes; everything else (scenario, networks, hyper-parameters, scheme, algorithm, seed) made the
+# checkpoint and stays
+RESUME_KEYS = ("run.iterations", "run.checkpoint_every", "run.keep_checkpoints", "run.eval_slots",
+               "run.eval_methods", "run.threads", "run.backend", "run.placement")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """The cross-field checks and the memory budget of a TRPO / A2C run."""
+    from coordinator.trpo.config import check_feasible, memory_estimate
+
+    check_feasible(cfg)
+    check_memory(memory_estimate(cfg), "this run")
+
+
+def _describe(v: object) -> str:
+    import torch
+
+    if isinstance(v, (torch.Tensor, np.ndarray)):
+        return f"{type(v).__name__} of shape {tuple(v.shape)} ({v.dtype})"
+    return type(v).__name__
+
+
+def check_checkpoint(cfg: TrainConfig, ck: dict, f: Path) -> None:
+    """The checkpoint fits the config: theta and phi of the lengths the networks imply, optimiser moments
+    of the same lengths, generator states numpy and torch accept, one agent generator per agent."""
+    import torch
+
+    from coordinator.trpo.config import n_agents, network_sizes
+
+    n_theta, n_phi = network_sizes(cfg)
+    sizes = "policy.hidden, policy.layers, scenario and run.scheme of config.yaml"
+
+    def vector(v: object, n: int, key: str) -> None:
+        if not (isinstance(v, torch.Tensor) and v.is_floating_point() and tuple(v.shape) == (n,)):
+            raise RunDirError(f"checkpoint {f}: {key}: expected a float vector of {n} values ({sizes}), "
+                              f"got {_describe(v)}")
+
+    def optimiser(st: object, n: int, key: str, moments: tuple[str, ...]) -> None:
+        if not (isinstance(st, dict) and isinstance(st.get("state"), dict) and isinstance(st.get("param_groups"), list)
+                and len(st["param_groups"]) == 1 and isinstance(st["param_groups"][0], dict)):
+            raise RunDirError(f"checkpoint {f}: {key}: expected a torch optimiser state (state, one param group)")
+        for s in st["state"].values():
+            if not isinstance(s, dict):
+                raise RunDirError(f"checkpoint {f}: {key}: expected a torch optimiser state")
+            for m in moments:
+                if m in s:
+                    vector(s[m], n, f"{key}.{m}")
+
+    vector(ck.get("theta"), n_theta, "theta")
+    vector(ck.get("phi"), n_phi, "phi")
+    optimiser(ck.get("value_opt"), n_phi, "value_opt", ("exp_avg", "exp_avg_sq"))
+    if cfg.run.algo == "a2c":
+        optimiser(ck.get("a2c_opt"), n_theta, "a2c_opt", ("square_avg",))
+    for key in ("air_rng", "order_rng", *(("loss_rng",) if "loss_rng" in ck else ())):
+        try:
+            np.random.PCG64().state = ck.get(key)
+        except (TypeError, ValueError, KeyError, OverflowError):
+            raise RunDirError(f"checkpoint {f}: {key}: expected a numpy PCG64 generator state") from None
+    states = ck.get("agent_rng")
+    if not isinstance(states, list) or len(states) != n_agents(cfg):
+        raise RunDirError(f"checkpoint {f}: agent_rng: expected {n_agents(cfg)} generator states (one per agent), "
+                          f"got {_describe(states) if not isinstance(states, list) else len(states)}")
+    for st in states:
+        try:
+            torch.Generator().set_state(st)
+        except (TypeError, RuntimeError, ValueError):
+            raise RunDirError(f"checkpoint {f}: agent_rng: expected torch generator states") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +119,10 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from coordinator.trpo.config import TrainConfig, check_feasible
+    from coordinator.trpo.config import TrainConfig
 
-    run = start_run(TrainConfig, args.config, args.overrides, args.resume, args.run_dir, check_feasible)
+    run = start_run(TrainConfig, args.config, args.overrides, args.resume, args.run_dir, check_config,
+                    resume_keys=RESUME_KEYS, check_checkpoint=check_checkpoint)
     cfg, rd, ck, start = run.cfg, run.rd, run.ck, run.start
     torch.set_num_threads(1)
     from coordinator.trpo.backend import make_backend
@@ -62,6 +131,11 @@ def run_train(args: argparse.Namespace) -> int:
     writer, log = run.open_logs(metrics_kept=lambda it: it < start)
     backend = make_backend(cfg, address=args.address)
     try:
+        where = backend.meta()                # each agent's node, IP and clock offset
+        rd.update_meta(**where)
+        if isinstance(where.get("placement"), dict):           # agent id -> node; the coordinator (-2): the driver's
+            log.node_of = {(0 if k == "cu" else int(k[2:])): v["node"] for k, v in where["placement"].items()}
+            log.node_of[-2] = where["driver_node"]
         trainer = Trainer(cfg, backend, log)
         if ck is not None:
             trainer.load_state_dict(ck)
@@ -123,35 +197,61 @@ def evaluate_run(cfg: TrainConfig, theta, out: Path, n: int = 1000, seed: int = 
     return summary
 
 
+def _evaluate_args(args: argparse.Namespace, cfg: TrainConfig) -> tuple[int, int, tuple[str, ...]]:
+    """(slots, seed, methods) from the arguments, each checked; nothing is read or written."""
+    from coordinator.trpo.config import scenario_of
+    from deploy.commands.baselines import MAX_SLOTS, check_dbm, check_seed, parse_methods, problem_bytes
+
+    if args.slots is not None and not 1 <= args.slots <= MAX_SLOTS:
+        raise UsageError(f"--slots: expected an integer in [1, {MAX_SLOTS}], got {args.slots}")
+    check_seed(args.seed)
+    check_dbm(args.p_max_dbm, "--p-max-dbm")
+    if args.gains is not None and (args.slots is not None or args.p_max_dbm is not None):
+        flag = "--slots" if args.slots is not None else "--p-max-dbm"
+        raise UsageError(f"{flag} with --gains: the file gives the channels and their p_max_w; give one of them")
+    methods = tuple(parse_methods(args.methods)) if args.methods is not None else tuple(cfg.run.eval_methods)
+    n = args.slots or cfg.run.eval_slots or 1000
+    if args.gains is None:
+        check_memory({"channels (--slots x links^2)": problem_bytes(n, scenario_of(cfg).L)}, f"--slots {n}")
+    seed = cfg.run.seed + 1 if args.seed is None else args.seed
+    return n, seed, methods
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    from deploy.commands.baselines import PROBLEM_COPIES, output_files
+
     torch.set_num_threads(1)
     rd = RunDir.open(args.run_dir)
-    cfg = from_dict(TrainConfig, rd.config_dict())
+    cfg = read_run_config(rd, TrainConfig, check_config)
+    rd.meta()
     ck = rd.load_latest_checkpoint()
     if ck is None:
-        raise UsageError(f"{rd.path}: no checkpoint to evaluate")
+        raise UsageError(f"run dir {rd.path}: no checkpoint to evaluate (checkpoints/ckpt-*.pt)")
+    check_checkpoint(cfg, ck, rd.latest_checkpoint_file())
+    n, seed, methods = _evaluate_args(args, cfg)
+    out = args.out or rd.path / "eval"
+    check_output_dir(out, "--out")
+    check_output_files(out, output_files((cfg.method_name, *methods), "bars.png"), "--out")
     problem = None
     if args.gains is not None:
         from radio.gainsfile import load_gains
         from radio.problem import ProblemError
 
         try:
-            problem = load_gains(args.gains)
-        except (ProblemError, OSError, ValueError, KeyError) as exc:
-            raise UsageError(f"--gains {args.gains}: {exc}") from None
+            problem = load_gains(args.gains, max_bytes=memory_budget_bytes() // PROBLEM_COPIES)
+        except (ProblemError, ConfigError) as exc:
+            raise UsageError(str(exc)) from None
         from coordinator.trpo.config import scenario_of
 
         sc = scenario_of(cfg)
         if problem.cells != sc.cells or problem.users_per_cell != sc.K:
-            raise UsageError(f"--gains {args.gains}: {problem.cells} cells x {problem.users_per_cell} users, "
-                             f"the policy was trained on {sc.cells} x {sc.K}")
-    methods = tuple(args.methods.split(",")) if args.methods else cfg.run.eval_methods
-    out = args.out or rd.path / "eval"
-    summary = evaluate_run(cfg, ck["theta"], out, n=args.slots or cfg.run.eval_slots or 1000,
-                           seed=cfg.run.seed + 1 if args.seed is None else args.seed, methods=methods,
-                           problem=problem, p_max_dbm=args.p_max_dbm)
+            raise UsageError(f"gains file {args.gains}: {problem.cells} cells x {problem.users_per_cell} users "
+                             f"(its cells and users_per_cell; without them L x 1), the policy was trained on "
+                             f"{sc.cells} x {sc.K}")
+    summary = evaluate_run(cfg, ck["theta"], out, n=n, seed=seed, methods=methods, problem=problem,
+                           p_max_dbm=args.p_max_dbm)
     print(json.dumps({k: round(v["mean_mbps"], 3) for k, v in summary["methods"].items()}))
     print(out / "summary.json")
     return 0

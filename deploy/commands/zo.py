@@ -9,9 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from deploy import plots
-from deploy.config import load_config
+from deploy.config import check_memory, load_config
 from deploy.errors import UsageError
+from deploy.rundir import RunDirError, check_output_dir, check_output_files
 from deploy.runs import Run, start_run
+
+# what `--set` may change when a run is resumed: its length, checkpointing, the evaluation and how links are
+# packed into actors and placed; everything else (network, policies, algorithm, method, backend and clock -- the
+# checkpoint's link states are backend-specific --, seed, message logging) made the checkpoint and stays
+RESUME_KEYS = ("run.iterations", "run.checkpoint_every", "run.keep_checkpoints", "run.eval_every",
+               "run.eval_sequences", "run.eval_slots", "run.links_per_actor", "run.placement")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,11 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
-    s = sub.add_parser("zo-sweep", help="paper 2's experiments (Figs. 2-5, Tables I-II) as CSV + PNG",
-                       description="Run the experiments of paper 2 in process and write <name>.csv and "
-                                   "<name>.png per experiment into --out.")
+    s = sub.add_parser("zo-sweep", help="paper 2's experiments (Figs. 2-5, Tables I-II) and delay / loss sweeps "
+                                        "as CSV + PNG",
+                       description="Run the experiments of paper 2 (in process; the *_real ones with the links "
+                                   "as Ray actors on the wall clock) and write zo_<name>.csv and zo_<name>.png per "
+                                   "experiment into --out.")
     s.add_argument("--experiments", default="fig2,fig3,fig4,fig5,table1,table2",
-                   help="comma-separated subset of fig2,fig3,fig4,fig5,table1,table2")
+                   help="comma-separated subset of fig2,fig3,fig4,fig5,table1,table2 (the paper's, by default) and "
+                        "delay,loss (logical clock) / delay_real,loss_real (ray backend, wall clock)")
     s.add_argument("--scale", choices=("quick", "paper"), default="quick",
                    help="quick: short runs (minutes); paper: the paper's lengths (hours)")
     s.add_argument("--config", type=Path, default=None, help="base YAML config (default: paper settings)")
@@ -47,15 +57,89 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(cfg: Any) -> None:
-    from coordinator.zo.config import validate
+    from coordinator.zo.config import memory_estimate, validate
 
     validate(cfg)
+    check_memory(memory_estimate(cfg), "this run")
+
+
+def _vector(v: Any, n: int) -> bool:
+    import numpy as np
+
+    return isinstance(v, np.ndarray) and v.shape == (n,) and v.dtype.kind == "f"
+
+
+def check_checkpoint(cfg: Any, ck: dict[str, Any], f: Path) -> None:
+    """The checkpoint fits the config: every link's parameter vector of the length its policy implies, the
+    air's parameter stacks and channel block of the network's size, and (in-process runs on the logical
+    clock) a trial load into a fresh trainer succeeds."""
+    import copy
+
+    import numpy as np
+
+    from coordinator.zo.config import param_counts
+
+    N, n = cfg.scenario.n_links, param_counts(cfg)
+    sizes = "policy.hidden / policy.per_link_hidden and scenario.n_links of config.yaml"
+    st = ck.get("trainer")
+    if not isinstance(st, dict):
+        raise RunDirError(f"checkpoint {f}: trainer: expected the trainer's state (a mapping), got "
+                          f"{type(st).__name__}")
+
+    def thetas(values: Any, key: str) -> None:
+        if not isinstance(values, list) or len(values) != N:
+            raise RunDirError(f"checkpoint {f}: {key}: expected {N} links (scenario.n_links), got "
+                              f"{len(values) if isinstance(values, list) else type(values).__name__}")
+        for i, v in enumerate(values):
+            if not _vector(v, n[i]):
+                got = f"shape {v.shape}" if isinstance(v, np.ndarray) else type(v).__name__
+                raise RunDirError(f"checkpoint {f}: {key}[{i}]: expected {n[i]} parameters ({sizes}), got {got}")
+
+    if cfg.run.method == "proposed":
+        links = st.get("links")
+        agents = links if cfg.run.backend == "ray" else (links or {}).get("agents") if isinstance(links, dict) \
+            else None
+        thetas([a.get("theta") if isinstance(a, dict) else a for a in agents] if isinstance(agents, list) else agents,
+               "trainer.links (theta of each link)")
+        air = st.get("air")
+        stacks = air.get("stacks") if isinstance(air, dict) else None
+        if not (isinstance(stacks, list) and all(isinstance(a, np.ndarray) and a.ndim == 2 for a in stacks)
+                and sum(a.shape[0] for a in stacks) == N and all(a.shape[1] in n for a in stacks)):
+            raise RunDirError(f"checkpoint {f}: trainer.air.stacks: expected the links' parameters in force "
+                              f"({N} links, {sizes})")
+        block = air.get("block")
+        if not (isinstance(block, np.ndarray) and block.ndim == 3 and block.shape[1:] == (N, N)):
+            raise RunDirError(f"checkpoint {f}: trainer.air.block: expected channels [slots, {N}, {N}]")
+    else:
+        thetas(st.get("params"), "trainer.params")
+    if cfg.run.backend == "inproc" and cfg.run.clock == "logical":
+        from coordinator.messages import RunMessages
+        from coordinator.zo.links import Exchange
+        from coordinator.zo.train import make_trainer
+
+        try:
+            make_trainer(cfg, RunMessages(), Exchange()).load_state(copy.deepcopy(st))
+        except Exception as exc:  # noqa: BLE001 - a damaged state fails in many ways; none may pass
+            reason = " ".join(str(exc).split())[:80] or type(exc).__name__
+            raise RunDirError(f"checkpoint {f}: does not fit the config ({type(exc).__name__}: {reason})") from None
+    elif cfg.run.method == "proposed":
+        from coordinator.zo.links import make_agents
+
+        for i, (agent, s) in enumerate(zip(make_agents(cfg), agents, strict=True)):
+            try:
+                agent.load_state(copy.deepcopy(s))
+            except Exception as exc:  # noqa: BLE001
+                reason = " ".join(str(exc).split())[:80] or type(exc).__name__
+                raise RunDirError(f"checkpoint {f}: trainer.links[{i}]: does not fit the config ({reason})") \
+                    from None
 
 
 def run(args: argparse.Namespace) -> int:
     from coordinator.zo.config import ZOConfig
 
-    run_ = start_run(ZOConfig, args.config, args.overrides, args.resume, args.run_dir, _check, default_name="zo")
+    run_ = start_run(ZOConfig, args.config, args.overrides, args.resume, args.run_dir, _check, default_name="zo",
+                     resume_keys=RESUME_KEYS, check_checkpoint=check_checkpoint,
+                     messages=lambda cfg: bool(cfg.run.log_messages))
     return _train_into(run_, args.address, args.no_progress)
 
 
@@ -72,6 +156,10 @@ def _train_into(run_: Run, address: str | None, no_progress: bool) -> int:
             from coordinator.zo.ray_links import RayLinks
 
             links = RayLinks(cfg, log, exchange, address=address)
+            where = links.meta()                       # each link's node: meta.json, and cross-node links
+            rd.update_meta(**where)
+            log.node_of = {int(k[4:]): v["node"] for k, v in where["placement"].items()}
+            log.node_of[-2] = where["driver_node"]
         trainer = make_trainer(cfg, log, exchange, links)
         if run_.ck is not None:
             trainer.load_state(run_.ck["trainer"])
@@ -124,16 +212,19 @@ def run_sweep(args: argparse.Namespace) -> int:
     from coordinator.zo.config import ZOConfig
     from deploy.sweeps import EXPERIMENTS, run_experiment
 
-    base = load_config(ZOConfig, args.config, args.overrides)
-    _check(base)
     names = [n.strip() for n in args.experiments.split(",") if n.strip()]
     bad = [n for n in names if n not in EXPERIMENTS]
-    if bad:
-        raise UsageError(f"--experiments: unknown {bad}; allowed: {', '.join(EXPERIMENTS)}")
+    if bad or not names:
+        got = f"unknown {','.join(bad)}" if bad else f"no experiment in {args.experiments!r}"
+        raise UsageError(f"--experiments: {got}; allowed: {','.join(EXPERIMENTS)} (comma-separated)")
     if not 1 <= args.seeds <= 100:
         raise UsageError(f"--seeds: expected an integer in [1, 100], got {args.seeds}")
     if args.iterations is not None and not 1 <= args.iterations <= 10_000_000:
         raise UsageError(f"--iterations: expected an integer in [1, 10000000], got {args.iterations}")
+    base = load_config(ZOConfig, args.config, args.overrides)
+    _check(base)
+    check_output_dir(args.out, "--out")
+    check_output_files(args.out, [f"zo_{n}.{ext}" for n in names for ext in ("csv", "png")], "--out")
     args.out.mkdir(parents=True, exist_ok=True)
     for n in names:
         print(f"running {n} ({args.scale}) ...", file=sys.stderr)

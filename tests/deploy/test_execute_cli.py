@@ -73,3 +73,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_execute_sweep_over_delay_and_loss(trained, tmp_path):
+    out = tmp_path / "sweep"
+    r = bsemu("execute-sweep", str(trained), "--methods", "wmmse", "--delays-ms", "0,1", "--losses", "0,0.3",
+              "--slots", "25", "--slot-ms", "20", "--set", "run.warmup_slots=5", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    import csv
+
+    rows = list(csv.DictReader((out / "execute_sweep.csv").open()))
+    assert len(rows) == 2 * 4 and {r["axis"] for r in rows} == {"delay", "loss"}
+    for row in rows:
+        lost = int(row["lost"])
+        assert (lost > 0) == (float(row["loss"]) > 0), row
+    for name in ("sum_rate_vs_delay.png", "slot_latency_vs_delay.png", "sum_rate_vs_loss.png",
+                 "slot_latency_vs_loss.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    delayed = [row for row in rows if float(row["delay_ms"]) == 1.0]
+    assert all(float(row["slot_p50_us"]) >= 1000 for row in delayed)   # at least one hop of 1 ms

@@ -13,7 +13,7 @@ import pytest
 
 from coordinator.zo import config as zc
 from coordinator.zo.config import ZOConfig
-from deploy.sweeps import EXPERIMENTS
+from deploy.sweeps import EXPERIMENTS, PAPER
 from tests import ROOT
 
 ITS = 3
@@ -39,7 +39,7 @@ def sweep_dir(tmp_path_factory) -> Path:
 
 
 def test_every_experiment_writes_a_csv_and_a_png(sweep_dir):
-    for name in EXPERIMENTS:
+    for name in PAPER:
         png = sweep_dir / f"zo_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert _rows(sweep_dir / f"zo_{name}.csv"), name
@@ -83,6 +83,24 @@ def test_fig4_fig5_tables_have_their_sweep_columns(sweep_dir):
     assert [int(r["n_links"]) for r in t2] == [5, 10, 15]
     assert [float(r["paper_proposed"]) for r in t2] == [4.95, 5.31, 5.63]
     assert all(float(r["proposed"]) > 0 and float(r["centralized_adam"]) > 0 for r in t2)
+
+
+def test_delay_and_loss_sweeps_of_the_d_exchange(tmp_path):
+    """The logical-clock sweeps: one row per (update rule, value); a loss drops d messages, no loss none; a
+    delay keeps eq. (8)'s bound (below B slots); sync is swept on loss only (a delayed d is refused for it)."""
+    r = _sweep("--experiments", "delay,loss", "--out", str(tmp_path), "--iterations", str(ITS), *TINY)
+    assert r.returncode == 0, r.stderr
+    delay, loss = _rows(tmp_path / "zo_delay.csv"), _rows(tmp_path / "zo_loss.csv")
+    assert {r["update"] for r in delay} == {"async", "graph"} and {r["update"] for r in loss} == {"sync", "async",
+                                                                                                     "graph"}
+    assert all(float(r["delay"]) < 10 for r in delay)                     # B = 10 in TINY
+    for r in loss:
+        if float(r["loss"]) == 0:
+            assert float(r["dropped"]) == 0, r
+        elif float(r["loss"]) >= 0.1:                                     # 60 d messages: some are lost
+            assert float(r["dropped"]) > 0, r
+        assert float(r["sum_rate"]) > 0
+    assert set(EXPERIMENTS) >= set(PAPER) | {"delay", "loss", "delay_real", "loss_real"}
 
 
 @pytest.mark.parametrize("bad,needle", [

@@ -1,0 +1,200 @@
+"""Execution-phase latency (paper 1 Tables III-IV): per-BS decision and per-slot latency of the three schemes
+and of the central solvers, on real Ray actors and ZeroMQ sockets, beside a raw pyzmq hop measured in the
+same run, with injected link delays, and for 7 cells on a 2-node Ray cluster of this machine.
+
+    python benchmarks/latency.py [--slots 2000] [--skip-cluster]
+
+Every figure is printed with the load average at the time it was measured; the goals are ratios of
+figures measured in this one run. The policies are 3x256 ELU networks (paper 1 Table II) with random
+weights: a decision's time does not depend on what the weights learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path[:1] = [str(Path(__file__).resolve().parents[1])]   # benchmarks/protocol.py would shadow protocol
+
+import numpy as np  # noqa: E402
+import zmq  # noqa: E402
+
+from bs_agent.trpo.base_station import AgentSpec, BaseStation  # noqa: E402
+from coordinator.execute.config import ExecuteConfig, check_execute  # noqa: E402
+from coordinator.execute.report import report  # noqa: E402
+from coordinator.execute.runner import ExecutionRunner, Source  # noqa: E402
+from coordinator.session import ray_session  # noqa: E402
+from deploy.config import load_config  # noqa: E402
+from protocol import Envelope, Kind, encode  # noqa: E402
+from radio.channels import Scenario  # noqa: E402
+
+
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+# ---------------------------------------------------------------- a raw pyzmq hop between two processes
+def _echo(ep_queue: mp.Queue, n: int, size: int) -> None:
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    ep = f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}"
+    ep_queue.put(ep)
+    push = ctx.socket(zmq.PUSH)
+    push.connect(ep_queue.get(timeout=30))
+    for _ in range(n):
+        push.send(pull.recv())
+    push.close(0)
+    pull.close(0)
+    ctx.term()
+
+
+def raw_hop_us(n: int = 4000, size: int = 93) -> np.ndarray:
+    """One-way latencies (µs, half round trips) of a ``size``-byte frame between two processes over PUSH/PULL
+    on loopback: the floor a protocol hop is compared with."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_echo, args=(q, n, size))
+    proc.start()
+    peer = q.get(timeout=60)
+    zc = zmq.Context()
+    pull = zc.socket(zmq.PULL)
+    ep = f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}"
+    push = zc.socket(zmq.PUSH)
+    push.connect(peer)
+    q.put(ep)
+    frame = b"x" * size
+    out = np.empty(n)
+    for i in range(n):
+        t = time.perf_counter_ns()
+        push.send(frame)
+        pull.recv()
+        out[i] = (time.perf_counter_ns() - t) / 2e3
+    proc.join(timeout=30)
+    push.close(0)
+    pull.close(0)
+    zc.term()
+    return out[200:]
+
+
+# ---------------------------------------------------------------- execution runs
+def policy(scheme: str, kind: str = "3cell") -> Source:
+    sc = Scenario.preset(kind)
+    spec = AgentSpec(scheme, sc.cells, sc.K, hidden=256, layers=3)
+    theta = BaseStation(0, spec, 1).get_policy_params().numpy()
+    theta += 0.05 * np.random.default_rng(0).standard_normal(theta.size).astype(np.float32)
+    return Source(sc, scheme, spec=spec, theta=theta)
+
+
+def execute(src: Source, sets: list[str], address: str | None = None) -> dict:
+    cfg = load_config(ExecuteConfig, None, sets)
+    check_execute(cfg)
+    runner = ExecutionRunner(cfg, src, 1, address=address)
+    summary, _, _ = report(cfg, src, runner.problem, runner.order, runner.run())
+    summary["load"] = load()
+    return summary
+
+
+def row(name: str, s: dict) -> str:
+    dec = ", ".join(f"{k} {v['p50']:.0f}/{v['p99']:.0f}" for k, v in s["decision_us"].items())
+    sl = s["slot_us"]
+    return (f"| {name} | {dec} | {sl['p50']:.0f} / {sl['p99']:.0f} | {s['messages_per_slot']:.0f} / "
+            f"{s['bytes_per_slot']:.0f} | {100 * s['deadline_met_share']:.1f} % ({s['slot_ms']:g} ms) | "
+            f"{s['sum_rate_mbps']:.1f} | {s['load']} |")
+
+
+def goal(text: str, ok: bool) -> str:
+    return f"{text}: {'met' if ok else 'MISSED'}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slots", type=int, default=2000, help="slots per execution run")
+    ap.add_argument("--skip-cluster", action="store_true", help="no 2-node cluster section")
+    a = ap.parse_args()
+    n = a.slots
+    base = [f"run.slots={n}", "run.warmup_slots=100"]
+    print(f"{os.cpu_count()} cores; {load()}; {n} slots per run; 3x256 policies\n")
+    hop = raw_hop_us(size=len(encode(Envelope(Kind.POWER_VECTOR, 0, 1, 0, 0, {"p": np.zeros(6, np.float32),
+                                                                            "decided": np.zeros(3, np.int64)},
+                                               "", 2**40))))
+    print(f"raw pyzmq hop (2 processes, PUSH/PULL, loopback, a POWER_VECTOR's bytes): p50 {np.median(hop):.1f} µs, "
+          f"p99 {np.percentile(hop, 99):.1f} µs ({load()})\n")
+
+    session = ray_session()
+    try:
+        res = {"rr": execute(policy("partial"), base + ["run.slot_ms=1"]),
+               "central": execute(policy("centralized"), base + ["run.slot_ms=2"]),
+               "full": execute(policy("full"), base + ["run.slot_ms=1"]),
+               "wmmse": execute(Source(Scenario.preset("3cell"), "centralized", method="wmmse"),
+                                base + ["run.slot_ms=5"]),
+               "fp": execute(Source(Scenario.preset("3cell"), "centralized", method="fp"), base + ["run.slot_ms=5"])}
+        delays = {d: execute(policy("partial"), base + ["run.slot_ms=5", f"links.bs_bs.delay_ms={d}"])
+                  for d in (0.5, 1.0)}
+    finally:
+        session.close()
+    print("| 3 cells, loopback | decision p50/p99 µs per node | slot p50 / p99 µs | msgs / bytes per slot | "
+          "deadline met (slot) | sum-rate Mbps | load |")
+    print("|---|---|---|---|---|---|---|")
+    for name, s in res.items():
+        print(row(name, s))
+    for d, s in delays.items():
+        print(row(f"rr, {d:g} ms per hop", s))
+
+    rr, ce = res["rr"], res["central"]
+    print()
+    bs_p50 = max(v["p50"] for v in rr["decision_us"].values())
+    print(goal(f"per-BS decision p50 <= 50 µs (3x256, round-robin): {bs_p50:.0f} µs; centralized unit "
+               f"{ce['decision_us']['cu']['p50']:.0f} µs", bs_p50 <= 50))
+    floor = sum(v["p50"] for v in rr["decision_us"].values()) + 2 * float(np.median(hop))
+    print(goal(f"round-robin slot p50 {rr['slot_us']['p50']:.0f} µs <= 1.5 x (sum of decisions + 2 raw hops = "
+               f"{floor:.0f} µs): ratio {rr['slot_us']['p50'] / floor:.2f}", rr["slot_us"]["p50"] <= 1.5 * floor))
+    up, down = ce["hop_us"]["CSI_UPLOAD"]["p50"], ce["hop_us"]["POWER_ASSIGNMENT"]["p50"]
+    cfloor = up + ce["decision_us"]["cu"]["p50"] + down
+    c50 = ce["slot_us"]["p50"]
+    print(goal(f"centralized slot p50 {c50:.0f} µs <= 1.5 x (upload hop + central decision + download hop = "
+               f"{cfloor:.0f} µs): ratio {c50 / cfloor:.2f}", c50 <= 1.5 * cfloor))
+    for m in ("wmmse", "fp"):
+        print(f"{m} central slot p50 / RL centralized slot p50: {res[m]['slot_us']['p50'] / ce['slot_us']['p50']:.1f}x "
+              f"(paper Table IV: {0.60 / 6.5e-4 if m == 'wmmse' else 0.64 / 6.5e-4:.0f}x)")
+    for d, s in delays.items():
+        lo, hi = 2 * d * 1e3, 2 * d * 1e3 + rr["slot_us"]["p99"]
+        print(goal(f"rr with {d:g} ms per hop: slot p50 {s['slot_us']['p50']:.0f} µs in [{lo:.0f}, {hi:.0f}]",
+                   lo <= s["slot_us"]["p50"] <= hi))
+    print(goal(f"real-time: rr slot p99 {rr['slot_us']['p99']:.0f} µs <= 1 ms (LTE TTI), deadline met in "
+               f"{100 * rr['deadline_met_share']:.1f} % of 1 ms slots", rr["slot_us"]["p99"] <= 1000))
+    if not a.skip_cluster:
+        cluster_section(n)
+
+
+def cluster_section(n: int) -> None:
+    """7 cells x 8 users on a 2-node Ray cluster of this machine (both nodes share its cores)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    session = ray_session(cluster.address)
+    try:
+        cluster.wait_for_nodes()
+        sets = [f"run.slots={max(200, n // 4)}", "run.warmup_slots=50", "run.slot_ms=10"]
+        out = {s: execute(policy(s, "7cell"), sets) for s in ("partial", "full")}
+    finally:
+        session.close()
+        cluster.shutdown()
+    print("\n7 cells x 8 users, 2-node Ray cluster on this machine (both nodes share its 2 cores: overheads, not "
+          "speed-ups)")
+    print("| scheme | decision p50/p99 µs per node | slot p50 / p99 µs | msgs / bytes per slot | deadline met (slot) "
+          "| sum-rate Mbps | load |")
+    print("|---|---|---|---|---|---|---|")
+    for s, r in out.items():
+        print(row(s, r))
+        nodes = {p["node"][:8] for p in r["placement"].values()}
+        print(f"  actors on {len(nodes)} node(s); "
+              + goal(f"slot p99 {r['slot_us']['p99'] / 1e3:.2f} ms <= 10 ms", r["slot_us"]["p99"] <= 1e4))
+
+
+if __name__ == "__main__":
+    main()
