@@ -51,6 +51,10 @@ class BSActor(AgentOps):
         est = estimate_clock_offset(self.node, COORD_NODE, rounds=rounds)
         return est.offset_ns, est.rtt_ns
 
+    def take_rows(self) -> list[Row]:
+        """The rows this node recorded since the last take (e.g. the clock pings of :meth:`clock_offset`)."""
+        return self.capture.take()
+
     def rss_mb(self) -> float:
         import resource
 

@@ -65,6 +65,7 @@ class RayBackend:
         ray.get([a.ring_connect.remote({**ring, COORD_NODE: self.node.endpoint}) for a in self.actors])
         self._serving: list | None = None   # the agents' serve() calls of this iteration's FVP phase
         self._iteration = 0
+        self.setup_rows: list[Row] = []
 
     def _get(self, refs: list) -> list:
         """The results of one Ray call per actor (never while the actors serve the FVP phase)."""
@@ -211,7 +212,8 @@ class RayBackend:
 
     def meta(self) -> dict[str, Any]:
         """For meta.json: each agent's node (id, IP) and its clock offset against this process, measured by
-        ping-pong over its node (``t_agent ~ t_driver - offset``, within +-rtt/2)."""
+        ping-pong over its node (``t_agent ~ t_driver - offset``, within +-rtt/2). The pings' log rows are
+        left in :attr:`setup_rows` (control messages of the run's setup, not of an iteration)."""
         refs = [a.clock_offset.remote() for a in self.actors]
         pending = list(refs)
         while pending:                    # this node answers the agents' pings meanwhile
@@ -220,6 +222,7 @@ class RayBackend:
         ids = ray.get([a.node_id.remote() for a in self.actors])
         ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
         names = ["cu" if self.spec.scheme == "centralized" else f"bs{i}" for i in range(len(self.actors))]
+        self.setup_rows = [r for rows in ray.get([a.take_rows.remote() for a in self.actors]) for r in rows]
         return {"placement": {k: {"node": n, "ip": ips.get(n, "")} for k, n in zip(names, ids, strict=True)},
                 "clock_offsets_ns": {k: {"offset": o, "rtt": r} for k, (o, r) in zip(names, ray.get(refs),
                                                                                       strict=True)},

@@ -136,6 +136,8 @@ def run_train(args: argparse.Namespace) -> int:
         if isinstance(where.get("placement"), dict):           # agent id -> node; the coordinator (-2): the driver's
             log.node_of = {(0 if k == "cu" else int(k[2:])): v["node"] for k, v in where["placement"].items()}
             log.node_of[-2] = where["driver_node"]
+            for row in getattr(backend, "setup_rows", []):          # the clock pings: logged, not an iteration's
+                log.record(*row)
         trainer = Trainer(cfg, backend, log)
         if ck is not None:
             trainer.load_state_dict(ck)
