@@ -5,7 +5,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
                                  [--value-precision float32|bfloat16|auto]
-                                 [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...]
+                                 [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...] [--a2c]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
   centralized  the shipped deploy/configs/3cell_centralized.yaml: 1300 iterations x M = 2000 episodes
@@ -15,6 +15,9 @@ Budgets per scheme (each flag given on the command line overrides it for every s
                episode, 2 torch threads.
   partial, full (and 7-cell)  200 iterations x M = 500 episodes (0.3 M steps), 2x64 ELU, initial
                log-std 0.5, delta = 0.01, 10 critic Adam steps per iteration at lr 3e-3 (as the demo).
+With --a2c, the A2C baseline (paper 1 Fig. 9) of the shipped deploy/configs/3cell_a2c.yaml (its step size,
+gradient clipping, M and networks) is trained for as many environment steps as the centralized TRPO budget
+above (rounded up to whole A2C iterations) and printed beside it; a run that diverges is printed as such.
 The trained policy is evaluated on its deterministic mean action (clipped to [0, Pmax]), as `bsemu
 evaluate` does. The budget (iterations x episodes, environment steps, networks, minutes) is printed
 with the results.
@@ -37,7 +40,7 @@ import torch  # noqa: E402
 from coordinator.trpo.backend import make_backend  # noqa: E402
 from coordinator.trpo.config import TrainConfig, scenario_of  # noqa: E402
 from coordinator.trpo.evaluate import evaluate_policy  # noqa: E402
-from coordinator.trpo.trainer import Trainer  # noqa: E402
+from coordinator.trpo.trainer import Diverged, Trainer  # noqa: E402
 from deploy.config import load_config  # noqa: E402
 from radio.evaluation import classical_methods, run_methods  # noqa: E402
 from radio.rates import sum_rate  # noqa: E402
@@ -45,6 +48,7 @@ from radio.rates import sum_rate  # noqa: E402
 CONFIGS = Path(__file__).resolve().parents[1] / "deploy" / "configs"
 # the shipped config a scheme's budget comes from (others: the small budget of the flags' defaults)
 SHIPPED = {("3cell", "centralized"): CONFIGS / "3cell_centralized.yaml"}
+A2C = CONFIGS / "3cell_a2c.yaml"      # the A2C baseline (centralized 3-cell only)
 # flag -> config key; the small budget used where no shipped config is named above
 FLAGS = {"iterations": ("run.iterations", 200), "episodes": ("trpo.episodes", 500),
          "hidden": ("policy.hidden", 64), "layers": ("policy.layers", 2),
@@ -68,7 +72,19 @@ def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
                                            f"run.seed={a.seed}"] + extra + sets)
 
 
+def a2c_config(trpo: TrainConfig, seed: int) -> TrainConfig:
+    """The shipped A2C baseline for as many environment steps as ``trpo``'s (centralized: M per iteration)."""
+    episodes = load_config(TrainConfig, A2C, []).trpo.episodes
+    iterations = -(-trpo.run.iterations * trpo.trpo.episodes // episodes)
+    return load_config(TrainConfig, A2C, ["run.backend=inproc", f"run.seed={seed}", f"run.iterations={iterations}"])
+
+
 def budget(cfg: TrainConfig) -> str:
+    if cfg.run.algo == "a2c":
+        t = cfg.trpo
+        return (f"{cfg.run.iterations} it x M = {t.episodes}, {cfg.policy.layers}x{cfg.policy.hidden} ELU, A2C "
+                f"RMSprop lr {t.a2c_lr:g}, |g| clipped at {t.a2c_max_grad_norm:g} (0: off), critic {t.value_epochs} x "
+                f"lr {t.value_lr:g}, {cfg.run.threads} thread(s)")
     p, t = cfg.policy, cfg.trpo
     return (f"{cfg.run.iterations} it x M = {t.episodes}, {p.layers}x{p.hidden} ELU, log-std0 {p.init_log_std:g}, "
             f"delta {t.delta:g}, critic {t.value_epochs} x lr {t.value_lr:g} on 1/{t.value_batches} of the batch "
@@ -109,6 +125,8 @@ def main() -> None:
                     help="draw the held-out set from this seed instead of --seed (train and test seeds apart)")
     ap.add_argument("--eval-at", default="", help="comma list of iteration counts below the budget at which the "
                     "policy of that moment is evaluated too (one more line each, 'trpo_SCHEME@IT')")
+    ap.add_argument("--a2c", action="store_true", help="3 cells: the A2C baseline beside TRPO at the same number "
+                    "of environment steps as the centralized TRPO budget")
     ap.add_argument("--7cell", dest="seven", action="store_true")
     ap.add_argument("--no-3cell", dest="three", action="store_false", help="only the 7-cell schemes")
     a = ap.parse_args()
@@ -139,6 +157,14 @@ def main() -> None:
             r, dt, steps = train_eval(cfg, problem, eval_at, report)
             print(f"{'trpo_' + scheme:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {dt / 60:>9.2f} {steps:>10}"
                   f"   {budget(cfg)}", flush=True)
+        if a.a2c and kind == "3cell":
+            cfg = a2c_config(scheme_config(kind, "centralized", a), a.seed)
+            try:
+                r, dt, steps = train_eval(cfg, problem)
+                print(f"{'a2c_centralized':<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {dt / 60:>9.2f} {steps:>10}"
+                      f"   {budget(cfg)}", flush=True)
+            except Diverged as exc:
+                print(f"{'a2c_centralized':<18} {exc}   {budget(cfg)}", flush=True)
         for n, res in base.items():
             r = float(res.sum_rate.mean())
             print(f"{n:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f}")

@@ -9,7 +9,7 @@ at any point followed by ``--resume`` leaves one row per iteration and per messa
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from deploy.rundir import (
     cut_csv,
     default_run_dir,
 )
+from protocol.log import CALL, MEMORY, SENT, read_rows
 
 C = TypeVar("C")
 CheckCheckpoint = Callable[[Any, dict[str, Any], Path], None]
@@ -52,6 +53,9 @@ class Run:
     rd: RunDir
     name: str
     ck: dict[str, Any] | None
+    sequences: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    """(via, sender, receiver) -> next sequence number of the messages a resumed run kept (from messages.csv's
+    sent rows): where the per-link counters of an uninterrupted run would be."""
 
     @property
     def start(self) -> int:
@@ -73,11 +77,23 @@ class Run:
             log = RunMessages(path / "messages.csv", path.name)
         elif rows is not None:
             cut_csv(path / "metrics.csv", int(rows["metrics"]))
+            self.sequences = next_sequences(path / "messages.csv", int(rows["messages"]))
             log = RunMessages.reopen(path / "messages.csv", path.name, rows=int(rows["messages"]))
         else:
             cut_csv(path / "metrics.csv", keep=lambda r: metrics_kept(int(float(r["iteration"]))))
+            self.sequences = next_sequences(path / "messages.csv", None, before_iteration=self.start)
             log = RunMessages.reopen(path / "messages.csv", path.name, before_iteration=self.start)
+        # messages carried by calls number on per link where the run left off (RunMessages' counters)
+        log._seq.update({(s, r): n for (via, s, r), n in self.sequences.items() if via == CALL})
         return self.rd.metrics(), log
+
+    def continue_ring(self, backend: Any) -> None:
+        """An in-process round-robin ring (``backend._seqs``, per-link counters of its token hops) resumes its
+        sequence numbers where the checkpoint left them, as an uninterrupted run would have them. (Sockets of a
+        ray backend are new nodes, whose links start over at 0: a protocol rule.)"""
+        seqs = getattr(backend, "_seqs", None)
+        if isinstance(seqs, dict):
+            seqs.update({(s, r): n for (via, s, r), n in self.sequences.items() if via == MEMORY})
 
     def checkpoint(self, state: dict[str, Any], iteration: int, writer: CsvWriter, log: RunMessages) -> None:
         """Write the log out, then the checkpoint with the rows both files hold now."""
@@ -162,9 +178,10 @@ def _resume(cfg_type: type[C], overrides: Sequence[str], resume: Path, check: Ca
     return Run(cfg, rd, str(meta.get("config_name", rd.path.name)), ck)
 
 
-ADDED_KEYS = frozenset({"links.*", "links.loss", "run.placement"})
+ADDED_KEYS = frozenset({"links.*", "links.loss", "run.placement", "run.secure", "run.max_restarts"})
 """Keys added after run folders were first written; their defaults are what older runs did (no training
-loss, Ray's own placement on one machine), so a config.yaml without them is not damaged but older."""
+loss, Ray's own placement on one machine, no CURVE on one machine), so a config.yaml without them is not
+damaged but older."""
 
 
 def read_run_config(rd: RunDir, cfg_type: type[C], check: Callable[[C], None],
@@ -193,3 +210,87 @@ def _show(v: Any) -> str:
         v = list(v)
     r = " ".join(repr(v).split())
     return r if len(r) <= 60 else r[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- a dead actor
+def dead_actor(exc: BaseException, backend: Any) -> dict[str, str] | None:
+    """If ``exc`` says that a Ray actor of the run died (:class:`ray.exceptions.RayActorError`: its process was
+    killed, crashed or lost with its node), which one: ``backend.dead_actor(exc)`` (``name``, ``node``, ``ip``,
+    ``pid``), or what the error says when the backend cannot tell. None for any other exception."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not isinstance(exc, ray.exceptions.RayActorError):
+        return None
+    who = backend.dead_actor(exc) if backend is not None and hasattr(backend, "dead_actor") else None
+    if who is None:
+        text = str(exc)
+        cls = text.split("class_name: ", 1)[1].split()[0] if "class_name: " in text else "Ray"
+        who = {"name": f"a {cls} actor of the run", "node": "",
+               "ip": text.split("ip: ", 1)[1].split()[0] if "ip: " in text else "",
+               "pid": text.split("pid: ", 1)[1].split()[0] if "pid: " in text else ""}
+    return who
+
+
+def restart_after_death(command: str, rd: RunDir, who: dict[str, str], max_restarts: int, done: int) -> bool:
+    """An actor of the run died (``who``, from :func:`dead_actor`). With a restart left (``done`` <
+    ``max_restarts``): log it in meta.json (``restarts``) and in one line on stderr, and return True (the caller
+    rebuilds the actors and resumes from the last checkpoint, as ``--resume`` does). Otherwise print the ONE line
+    that ends the run (who died, where, the last checkpoint and the command that continues it) and return False
+    (exit code 1)."""
+    import sys
+    import time
+
+    where = ", ".join(x for x in (f"node {who['node'][:8]}" if who.get("node") else "", who.get("ip", ""),
+                                  f"pid {who['pid']}" if who.get("pid") else "") if x) or "node unknown"
+    f = rd.latest_checkpoint_file()
+    it = int(f.stem.split("-", 1)[1]) if f is not None else 0
+    ck = f"last checkpoint: iteration {it} ({f})" if f is not None else "last checkpoint: none (iteration 0)"
+    if done < max_restarts:
+        meta = rd.meta()
+        log = list(meta.get("restarts", [])) + [{
+            "restart": done + 1, "actor": who["name"], "node": who.get("node", ""), "ip": who.get("ip", ""),
+            "pid": who.get("pid", ""), "from_iteration": it, "checkpoint": f.name if f is not None else None,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
+        rd.update_meta(restarts=log)
+        print(f"bsemu {command}: {who['name']} died ({where}); restart {done + 1} of {max_restarts} "
+              f"(run.max_restarts): new actors, continuing from the {ck}", file=sys.stderr)
+        return True
+    after = f" after {done} restart{'s' if done != 1 else ''}" if done else ""
+    print(f"bsemu {command}: error: {who['name']} died ({where}){after}; {ck}; continue with: "
+          f"bsemu {command} --resume {rd.path}", file=sys.stderr)
+    return False
+
+
+def record_dropped(command: str, rd: RunDir, backend: Any) -> dict[str, Any]:
+    """The stray frames the run's nodes counted and dropped (``backend.dropped_frames()``, by node and class:
+    the protocol's rejections and the receiving loops' WrongIteration / UnexpectedKind / UnexpectedSender /
+    MalformedPayload / Duplicate) into meta.json (``frames_dropped``: total and the nodes that dropped any), with
+    one line on stderr when there were some. Returns what it recorded (empty without such a backend)."""
+    import sys
+
+    if backend is None or not hasattr(backend, "dropped_frames"):
+        return {}
+    by_node = {k: v for k, v in backend.dropped_frames().items() if v}
+    total = sum(sum(v.values()) for v in by_node.values())
+    out = {"total": total, "by_node": by_node}
+    rd.update_meta(frames_dropped=out)
+    if total:
+        parts = "; ".join(f"{k}: " + ", ".join(f"{c} {n}" for c, n in sorted(v.items())) for k, v in by_node.items())
+        print(f"bsemu {command}: {total} stray frame(s) counted and dropped ({parts})", file=sys.stderr)
+    return out
+
+
+def next_sequences(path: Path, rows: int | None, before_iteration: int | None = None
+                   ) -> dict[tuple[int, int, int], int]:
+    """``(via, sender, receiver) -> 1 + the highest sequence number sent`` over the rows of a run's messages.csv
+    that a resume keeps (the first ``rows``, or those of iterations before ``before_iteration``)."""
+    out: dict[tuple[int, int, int], int] = {}
+    if not path.is_file():
+        return out
+    for r in read_rows(path, limit=rows):
+        if r[0] == SENT and (before_iteration is None or r[4] < before_iteration):
+            key = (r[-1], r[2], r[3])
+            out[key] = max(out.get(key, 0), r[5] + 1)
+    return out
+

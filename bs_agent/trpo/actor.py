@@ -11,6 +11,7 @@ shared between cluster nodes. A BS process imports only ``bs_agent``, ``protocol
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ from bs_agent.trpo.execution import ExecNode, ExecSetup
 from bs_agent.trpo.ops import AgentOps, token_payload
 from protocol import COORDINATOR, Envelope, Kind, LinkEmulator, LinkModel, RingNode, airport, estimate_clock_offset
 from protocol.barrier import ring_barrier
-from protocol.log import ROW_FIELDS, Row, RowCapture
+from protocol.log import RECEIVED, ROW_FIELDS, Row, RowCapture
+from protocol.security import NodeKeys
 
 COORD_NODE = 1 << 16
 """The coordinator's node id on the ZeroMQ links to the agents (agent ids are 0..B-1; the message log
@@ -61,9 +63,11 @@ class BSActor(AgentOps):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     # ---- the ring: bind here (127.0.0.1, or this node's address in cluster mode), report the endpoint
-    def ring_open(self, cluster: bool = False) -> str:
+    def ring_open(self, cluster: bool = False, curve: NodeKeys | None = None) -> str:
+        """Bind the node; with ``curve`` (this BS's keys of the run) it is a CURVE node: only the run's keys
+        connect, and each connection's frames must carry the id of its key."""
         host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
-        self.node = RingNode(self.bs_id, host, log=self.capture)
+        self.node = RingNode(self.bs_id, host, log=self.capture, curve=curve)
         return self.node.endpoint
 
     def ring_connect(self, endpoints: dict[int, str]) -> None:
@@ -82,31 +86,48 @@ class BSActor(AgentOps):
         if node is None:
             raise RuntimeError(f"agent {b}: node not opened")
         phi, crit = None, False
+        deadline = time.monotonic() + timeout_ms / 1e3
         try:
             while True:
-                env = node.recv(timeout_ms=timeout_ms)
+                env = node.recv(timeout_ms=max(0, int((deadline - time.monotonic()) * 1e3)))
                 if env is None:
                     raise TimeoutError(f"agent {b}: no request from the coordinator within {timeout_ms} ms")
                 self.served[1] += 1
-                if env.iteration != iteration or env.sender != COORD_NODE:
-                    raise RuntimeError(f"agent {b}: unexpected {env.kind!r} from {env.sender} of iteration "
-                                       f"{env.iteration} while serving iteration {iteration}")
                 pay = env.payload
-                if env.kind == Kind.PARAMETERS and "phi" in pay:
+                # a frame that is not the coordinator's request of this iteration is counted and dropped
+                if env.iteration != iteration:
+                    self._drop(env, "WrongIteration")
+                elif env.sender != COORD_NODE:
+                    self._drop(env, "UnexpectedSender")
+                elif env.kind == Kind.PARAMETERS and isinstance(pay.get("phi"), np.ndarray):
                     phi, crit = pay["phi"], True
-                    continue
-                if env.kind == Kind.FVP_REQUEST:
+                elif env.kind == Kind.FVP_REQUEST and isinstance(pay.get("v"), np.ndarray):
                     x, c = self.fvp(pay["v"], crit, phi)
                     self._answer(Kind.FVP, {"fvp": x}, c, iteration)
-                elif env.kind == Kind.PARAMETERS and "theta" in pay:
+                    phi, crit = None, False
+                    deadline = time.monotonic() + timeout_ms / 1e3
+                elif env.kind == Kind.PARAMETERS and isinstance(pay.get("theta"), np.ndarray):
                     (sv, kl), c = self.surrogate_kl(pay["theta"], crit, phi)
                     self._answer(Kind.METRICS, {"surrogate": sv, "kl": kl}, c, iteration)
                     return
                 else:
-                    raise RuntimeError(f"agent {b}: unexpected {env.kind!r} while serving")
-                phi, crit = None, False
+                    self._drop(env, "UnexpectedKind" if env.kind not in (Kind.PARAMETERS, Kind.FVP_REQUEST)
+                               else "MalformedPayload")
         finally:
             self.capture.take()
+
+    def _drop(self, env: Envelope, reason: str) -> None:
+        """A stray frame (of another iteration, kind or sender than the one awaited): counted in the node's
+        ``stats.rejected[reason]`` (``ring_stats``) and dropped, its received row taken out of the log: it is
+        not a message of the run. Never fatal."""
+        self.node.stats.rejected[reason] += 1
+        rows, cap = self.capture.rows, self.capture
+        with cap.lock:
+            for k in range(len(rows) - 1, -1, -1):
+                r = rows[k]
+                if r[0] == RECEIVED and r[1] == int(env.kind) and r[2] == env.sender and r[5] == env.seq:
+                    del rows[k]
+                    break
 
     def _answer(self, kind: Kind, payload: dict, crit: Any, iteration: int) -> None:
         node, b = self.node, self.bs_id
@@ -132,12 +153,24 @@ class BSActor(AgentOps):
             if b == 0 and n == 0:
                 p, decided = np.zeros((M, L)), np.zeros((M, B), dtype=bool)
             else:
-                env = node.recv(timeout_ms=timeout_ms)
-                if env is None:
-                    raise TimeoutError(f"BS {b}: no power token for pass {n} within {timeout_ms} ms")
-                if env.kind != Kind.POWER_VECTOR or env.iteration != iteration:
-                    raise RuntimeError(f"BS {b}: unexpected message {env.kind} of iteration {env.iteration}")
-                p, decided = env.payload["p"].astype(np.float64), env.payload["decided"].astype(bool)
+                p = decided = None
+                deadline = time.monotonic() + timeout_ms / 1e3
+                while p is None:      # the predecessor's token; anything else is counted and dropped
+                    env = node.recv(timeout_ms=max(0, int((deadline - time.monotonic()) * 1e3)))
+                    if env is None:
+                        raise TimeoutError(f"BS {b}: no power token for pass {n} within {timeout_ms} ms")
+                    tok = env.payload
+                    if env.iteration != iteration:
+                        self._drop(env, "WrongIteration")
+                    elif env.kind != Kind.POWER_VECTOR:
+                        self._drop(env, "UnexpectedKind")
+                    elif env.sender != (b - 1) % B:
+                        self._drop(env, "UnexpectedSender")
+                    elif not (isinstance(tok.get("p"), np.ndarray) and tok["p"].shape == (M, L)
+                              and isinstance(tok.get("decided"), np.ndarray) and tok["decided"].shape == (M, B)):
+                        self._drop(env, "MalformedPayload")
+                    else:
+                        p, decided = tok["p"].astype(np.float64), tok["decided"].astype(bool)
             self.rr_pass(p, decided, position, n, lost)
             if b == B - 1 and n == B - 1:
                 return p, self.capture.take()
@@ -158,6 +191,11 @@ class BSActor(AgentOps):
             self.node = None
 
 
+DRAIN_MS = 200
+"""At the end of an execution run, a node keeps reading this long after its last message, so that a vector
+that missed the last slots' deadlines is received and logged (late) rather than left unread."""
+
+
 @ray.remote(num_cpus=0, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}})
 class ExecActor:
     """A BS, or the central unit, in the execution phase (:mod:`bs_agent.trpo.execution`): its
@@ -173,14 +211,16 @@ class ExecActor:
         self.exec: ExecNode | None = None
         self.offset_ns = 0                      # coordinator clock - this process's clock
 
-    def open(self, cluster: bool = False) -> tuple[str, str]:
-        """Bind the node and the air port (127.0.0.1, or this node's address on a cluster)."""
+    def open(self, cluster: bool = False, curve: NodeKeys | None = None) -> tuple[str, str]:
+        """Bind the node and the air port (127.0.0.1, or this node's address on a cluster); the node with CURVE
+        if given this node's keys of the run (the air port has none: its frames travel in clear)."""
         s = self.setup
         host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
         models = {(snd, s.node_id): m for snd, m in s.inbound.items()}
         emulator = None if all(m == LinkModel() for m in models.values()) else \
             LinkEmulator(models, s.seed, s.clock)
-        self.node = RingNode(s.node_id, host, log=self.capture, emulator=emulator, extra_senders=[COORD_NODE])
+        self.node = RingNode(s.node_id, host, log=self.capture, emulator=emulator, extra_senders=[COORD_NODE],
+                             curve=curve)
         self.port = airport.LinkPort(host)
         return self.node.endpoint, self.port.endpoint
 
@@ -203,6 +243,7 @@ class ExecActor:
         while True:
             op, slot, ids, payload = port.recv()
             if op == airport.STOP:
+                node.finish(DRAIN_MS)     # what arrived after its slot: logged and counted late, not lost
                 return served
             if op not in (airport.SLOT, airport.SLOT_ACKED):
                 continue

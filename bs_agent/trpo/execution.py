@@ -118,18 +118,21 @@ class SlotRecords:
         self.frac = np.zeros((n, width), np.float32)   # its decision: power fractions (CU: all L)
         self.done = np.zeros(n, bool)
         self.late = 0                             # messages of finished slots that arrived (dropped)
+        self.malformed = 0                        # awaited messages whose payload could not be used
 
     def as_dict(self) -> dict[str, np.ndarray | int]:
         return {"t_csi": self.t_csi, "t_in": self.t_in, "t_out": self.t_out, "flags": self.flags,
-                "frac": self.frac, "done": self.done, "late": self.late}
+                "frac": self.frac, "done": self.done, "late": self.late, "malformed": self.malformed}
 
 
 class _Inbox:
     """The node's messages of the current slot: awaited ones are taken, those of later slots kept, those of
     finished slots counted late and dropped."""
 
-    def __init__(self, node: RingNode, rec: SlotRecords, logical: bool) -> None:
+    def __init__(self, node: RingNode, rec: SlotRecords, logical: bool,
+                 shapes: dict[int, dict[str, int]] | None = None) -> None:
         self.node, self.rec, self.logical = node, rec, logical
+        self.shapes = shapes or {}                                    # kind -> {field: length} of a usable payload
         self.pending: dict[tuple[int, int, int], Envelope] = {}    # (kind, slot, sender) -> message
 
     def take(self, kind: int, slot: int, senders: set[int], deadline_ns: int) -> dict[int, tuple[Envelope, int]]:
@@ -137,6 +140,9 @@ class _Inbox:
         until ``deadline_ns``, or (logical clock) until the node's emulator dropped as many as are missing.
         Returns {sender: (message, arrival time ns)}."""
         got: dict[int, tuple[Envelope, int]] = {}
+        for key in [k for k in self.pending if k[1] < slot]:      # held for a slot now over: late after all
+            del self.pending[key]
+            self.rec.late += 1
         for s in list(senders):
             env = self.pending.pop((kind, slot, s), None)
             if env is not None:
@@ -157,7 +163,10 @@ class _Inbox:
             if env is None:
                 continue
             t = now_ns()
-            if env.kind == kind and env.iteration == slot and env.sender in senders:
+            if env.kind == kind and env.iteration == slot and env.sender in senders and env.sender not in got:
+                if not _payload_ok(env, self.shapes.get(kind, {})):
+                    self.rec.malformed += 1         # the awaited message, unusable: as if it had not come
+                    continue
                 got[env.sender] = (env, t)
             elif env.iteration < slot or (env.iteration == slot and env.kind == kind):
                 self.rec.late += 1          # a message of a finished slot (or a duplicate): too late
@@ -185,7 +194,10 @@ class ExecNode:
         self.logical = setup.clock == "logical"
         width = setup.L if setup.role == "cu" else setup.K
         self.rec = SlotRecords(n_slots, width)
-        self.inbox = _Inbox(node, self.rec, self.logical)
+        L, B, K = setup.L, setup.B, setup.K
+        self.inbox = _Inbox(node, self.rec, self.logical, {
+            int(Kind.POWER_VECTOR): {"p": L, "decided": B}, int(Kind.CSI_UPLOAD): {"gains": L},
+            int(Kind.POWER_ASSIGNMENT): {"p": K}})
         self.policy = LeanPolicy(setup.spec, setup.theta) if setup.theta is not None else None
         if setup.role == "bs" and setup.scheme != "centralized":
             self.state = SlotState(setup.spec, setup.node_id, setup.norm)
@@ -195,6 +207,14 @@ class ExecNode:
         self.mean_gain = float(10.0 ** (setup.norm.mean_db / 10.0))
         self.p = np.zeros(L, np.float32)
         self.decided = np.zeros(B, np.float32)
+
+    def finish(self, wait_ms: int) -> None:
+        """End of the run: read what is still coming (until ``wait_ms`` passes without a message), so that every
+        message sent is logged as received (late) or dropped."""
+        self.rec.late += len(self.inbox.pending)
+        self.inbox.pending.clear()
+        while self.node.recv(timeout_ms=wait_ms) is not None:
+            self.rec.late += 1
 
     # ---------------------------------------------------------------- one slot
     def on_slot(self, slot: int, order: np.ndarray, t_start_ns: int, t_end_ns: int, csi: np.ndarray) -> None:
@@ -307,6 +327,17 @@ class ExecNode:
         else:
             p = solve(s.method, Problem(G, s.noise_w, np.full(s.L, s.p_max_w), 1.0, s.B, s.K, s.bs_sum_power_w))[0]
         return (p / s.p_max_w).astype(np.float32)
+
+
+def _payload_ok(env: Envelope, shape: dict[str, int]) -> bool:
+    """Whether ``env`` carries every field of ``shape`` as a finite numeric array of its length."""
+    pay = env.payload
+    for name, n in shape.items():
+        x = pay.get(name)
+        if not isinstance(x, np.ndarray) or x.shape != (n,) or x.dtype.kind not in "fiub" or \
+                not np.isfinite(x).all():
+            return False
+    return True
 
 
 def solve(method: str, problem: Problem) -> np.ndarray:

@@ -15,7 +15,10 @@ in-process backend and the FL / Adam baselines do not log their air.
 
 Links of one actor share a ZeroMQ context and reach each other over ``inproc://``
 (:meth:`protocol.RingNode.bind_inproc`); links of one actor that end at the same slot all send before any
-of them receives.
+of them receives. With CURVE (``run.secure``: each link's :class:`protocol.NodeKeys` handed over by the
+coordinator) every link has its own context instead (a CURVE node's authenticator serves its whole
+context, and inproc would bypass it): co-hosted links then talk over authenticated TCP, at the price of an
+I/O thread and a ZAP thread per link. The air port has no CURVE.
 """
 
 from __future__ import annotations
@@ -30,19 +33,22 @@ import ray
 from bs_agent.zo.host import LinkHost, LinkSetup
 from protocol import airport, make_context, ring_barrier
 from protocol.envelope import COORDINATOR
+from protocol.security import NodeKeys
 
 
 @ray.remote(num_cpus=0, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}})
 class ZOLinkActor:
     """One or more links (:class:`LinkHost`, each with its own agent and node) and one air port."""
 
-    def __init__(self, setups: list[LinkSetup], cluster: bool = False) -> None:
+    def __init__(self, setups: list[LinkSetup], cluster: bool = False, curve: dict[int, NodeKeys] | None = None
+                 ) -> None:
         # co-hosted links share one context (one I/O thread, not one per link) and reach each other
         # over inproc: the same frames, log rows and d bytes, without TCP and thread wake-ups; sockets bind
-        # this node's address when the run spans nodes (127.0.0.1 otherwise)
+        # this node's address when the run spans nodes (127.0.0.1 otherwise). With CURVE (``curve``: link
+        # index -> its keys of the run) each link has its own context and every peer is reached over TCP
         host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
-        self.ctx = make_context() if len(setups) > 1 else None
-        self.links = {s.index: LinkHost(s, self.ctx, host) for s in setups}
+        self.ctx = make_context() if len(setups) > 1 and not curve else None
+        self.links = {s.index: LinkHost(s, self.ctx, host, (curve or {}).get(s.index)) for s in setups}
         self.real = setups[0].clock == "real"
         self.port = airport.LinkPort(host)
 
@@ -94,6 +100,11 @@ class ZOLinkActor:
         port, served = self.port, 0
         while True:
             op, t, idx, payload = port.recv()
+            bad = self._bad_command(op, idx, payload)
+            if bad:                             # well-formed but not a command for these links: counted, dropped
+                port.rejected["command"] += 1
+                port.last_error = f"command: {bad}"
+                continue
             served += 1
             try:
                 if op == airport.STOP:
@@ -121,6 +132,26 @@ class ZOLinkActor:
             except BaseException as exc:
                 port.reply_error(exc)
                 raise
+
+    def _bad_command(self, op: int, idx: np.ndarray, payload: np.ndarray) -> str:
+        """Why a well-formed air-port command cannot be for this actor ('' if it can): a step for links it does not
+        host (or twice the same), of the other clock, with a payload that is not B rates per link; a SETTLE on
+        the real clock or without one k per link of the run; an op of another port."""
+        if op == airport.STOP:
+            return ""
+        if op == airport.SETTLE:
+            n = len(next(iter(self.links.values())).offsets)
+            return "" if not self.real and len(payload) == n else f"SETTLE with {len(payload)} k (expected {n})"
+        if op not in (airport.STEP, airport.STEP_REAL):
+            return f"op {op}"
+        ids = [int(i) for i in idx]
+        if not ids or len(set(ids)) != len(ids) or any(i not in self.links for i in ids):
+            return f"step for links {ids[:8]} (hosted: {sorted(self.links)[:8]})"
+        if (op == airport.STEP_REAL) != self.real:
+            return "step of the other clock"
+        if len(payload) != sum(self.links[i].B for i in ids):
+            return f"step with {len(payload)} rates for links {ids[:8]}"
+        return ""
 
     def state(self) -> dict[int, dict[str, Any]]:
         return {i: h.state() for i, h in self.links.items()}

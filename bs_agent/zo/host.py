@@ -39,6 +39,7 @@ from protocol.envelope import Kind
 from protocol.links import LinkDecision, LinkEmulator, LinkModel
 from protocol.log import DROPPED, RECEIVED, RowCapture
 from protocol.ring import RingNode
+from protocol.security import NodeKeys
 
 RECV_TIMEOUT_MS = 30_000
 RECV_POLL_MS = 20          # real clock: the receiver thread checks for stop this often
@@ -102,7 +103,8 @@ class LinkHost:
     """Link i inside an actor: its agent, its ring node and (logical clock) its receiver-side
     link emulator. Plain object; the actor calls it."""
 
-    def __init__(self, setup: LinkSetup, context: Any = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, setup: LinkSetup, context: Any = None, host: str = "127.0.0.1",
+                 curve: NodeKeys | None = None) -> None:
         self.agent = setup.agent()
         self.index = setup.index
         self.offsets = setup.offsets
@@ -112,10 +114,12 @@ class LinkHost:
         self.log = RowLog(hold=not self.real)
         emulator = LinkEmulator(setup.link_model, setup.root_seed, setup.clock)
         self.emulator = None if self.real else emulator            # logical: decided here, on the send slot
-        self.node = RingNode(self.index, host, log=self.log, emulator=emulator if self.real else None, context=context)
+        self.node = RingNode(self.index, host, log=self.log, emulator=emulator if self.real else None, context=context,
+                             curve=curve)   # CURVE: own context (not shared), no inproc
         self.inproc = self.node.bind_inproc() if context is not None else ""
         self.last_iter = {j: -1 for j in self.agent.neighbours}    # highest iteration received from j
         self.late = 0                                              # real clock: d_j^T arrived after update T
+        self.strays = 0                                            # stray frames dropped (stray_reason)
         self.inbox: deque = deque()                                # real clock: released by the receiver thread
         self.stop = threading.Event()
         self.receiver: threading.Thread | None = None
@@ -134,8 +138,49 @@ class LinkHost:
     def _receive_loop(self) -> None:
         while not self.stop.is_set():
             msg = self.node.recv(timeout_ms=RECV_POLL_MS)
-            if msg is not None:
+            if msg is None:
+                continue
+            reason = self.stray_reason(msg)
+            if reason is None:
                 self.inbox.append(msg)
+            else:
+                self._drop(msg, reason)
+
+    def stray_reason(self, msg: Any, expect_iteration: bool = False) -> str | None:
+        """Why a frame is not a d message this link takes (None: it is): not from a neighbour, of another kind
+        than the run's d (SCALAR_D, or RELAY_D on a graph), (logical clock, ``expect_iteration``) not the next
+        iteration of its sender (a link's d messages come in order, one per iteration), or a payload that is not
+        a d message's. Such a frame is counted and dropped (:meth:`_drop`), never fatal."""
+        j = int(msg.sender)
+        if j not in self.last_iter:
+            return "UnexpectedSender"
+        if int(msg.kind) != (Kind.RELAY_D if self.graph else Kind.SCALAR_D):
+            return "UnexpectedKind"
+        if expect_iteration and int(msg.iteration) != self.last_iter[j] + 1:
+            return "WrongIteration"
+        try:
+            if type(msg.payload.get("slot")) is not int:
+                raise TypeError("slot")
+            entries_of(msg)
+        except (KeyError, TypeError, ValueError):
+            return "MalformedPayload"
+        return None
+
+    def _drop(self, msg: Any, reason: str) -> None:
+        """Count a stray frame in the node's ``stats.rejected[reason]`` (the ``rejected`` diagnostic) and take
+        its received row out of the log (held on the logical clock, recorded on the real one)."""
+        self.node.stats.rejected[reason] += 1
+        self.strays += 1
+        log = self.log
+        if log.held.pop((int(msg.sender), int(msg.seq)), None) is not None:
+            return
+        with log.lock:
+            rows = log.rows
+            for k in range(len(rows) - 1, -1, -1):
+                r = rows[k]
+                if r[0] == RECEIVED and r[1] == int(msg.kind) and r[2] == msg.sender and r[5] == msg.seq:
+                    del rows[k]
+                    break
 
     def schedule(self) -> np.ndarray:
         return np.stack(self.agent.schedule())
@@ -165,6 +210,10 @@ class LinkHost:
             if msg is None:
                 raise TimeoutError(f"link {ag.index}: no d message within {RECV_TIMEOUT_MS} ms "
                                    f"(have {self.last_iter}, need {need})")
+            reason = self.stray_reason(msg, expect_iteration=True)
+            if reason is not None:
+                self._drop(msg, reason)
+                continue
             j = int(msg.sender)
             self.last_iter[j] = max(self.last_iter[j], int(msg.iteration))
             dec = self.emulator.decide(j, ag.index, int(msg.payload["slot"]))
@@ -198,10 +247,10 @@ class LinkHost:
         """Real clock, end of a run: wait until ``expected`` d messages were received or dropped
         (or the monotonic time ``t_end``); returns how many are still missing."""
         st = self.node.stats
-        while st.received + st.dropped_injected < expected and time.monotonic() < t_end:
+        while st.received - self.strays + st.dropped_injected < expected and time.monotonic() < t_end:
             time.sleep(0.001)
         self.absorb()
-        return max(0, expected - st.received - st.dropped_injected)
+        return max(0, expected - (st.received - self.strays) - st.dropped_injected)
 
     def state(self) -> dict[str, Any]:
         return {"agent": self.agent.state(), "emulator": None if self.emulator is None else self.emulator.state(),

@@ -79,6 +79,11 @@ class ExecRunConfig:
     placement: str = _f("spread", "where the actors go: spread (round-robin over the cluster's nodes) | pack (the "
                                   "driver's node) | 'ACTOR:NODE,...' (ACTOR a BS index or cu, NODE an IP, #k or a "
                                   "node-id prefix; the others spread)")
+    secure: str | bool = _f("auto", "CURVE on every ZeroMQ node of the run with per-run keys (DESIGN §6b): auto (on "
+                            "whenever a socket binds more than loopback: the actors span nodes or the run joined a "
+                            "cluster by address, or the cluster has a node on another host; off on one machine) | on | "
+                            "off (YAML reads on / off as true / false: the same)",
+                            choices=("auto", "on", "off", True, False))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ on the logical clock with ideal links the powers are the evaluation's.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,9 @@ from bs_agent.trpo.state import GainNorm
 from coordinator.execute.config import ExecuteConfig
 from coordinator.placement import Node, actor_options, plan, spans_nodes
 from coordinator.session import ray_session
+from coordinator.trpo.ray_backend import public_only, run_secure
 from coordinator.trpo.trainer import random_positions
-from protocol import RingNode, airport, bind_host, now_ns, ring_barrier
+from protocol import NodeKeys, RingNode, airport, bind_host, generate_run_keys, now_ns, ring_barrier
 from protocol.log import SENT
 from radio.channels import Scenario
 from radio.problem import Problem
@@ -63,6 +64,8 @@ class Collected:
     send_lag_ns: np.ndarray          # [n] how late the air sent each slot's triggers (its own load)
     offsets: dict[int, tuple[int, int]]   # node -> (offset ns, rtt ns) against the coordinator
     placement: dict[int, dict[str, str]]  # node -> {"node": Ray node id, "ip": ...}
+    secure: bool = False                  # CURVE on every node of the run (run.secure)
+    keys: dict[int, NodeKeys] = field(default_factory=dict)   # node -> its public key (no secret), if secure
 
 
 def _actor_name(i: int) -> str:
@@ -117,13 +120,19 @@ class ExecutionRunner:
         self.where = plan(self.cfg.run.placement, [_actor_name(i) for i in self.ids])
         spanning = spans_nodes({**self.where, "driver": Node(ray.get_runtime_context().get_node_id(), "")})
         on_cluster = spanning or (self.session.on_cluster and self.session.started)
+        # run.secure: keys over every node of the run (BSs, the central unit, this coordinator's node), each actor
+        # handed its own; the air port (slot triggers and acks) has no CURVE and stays in clear
+        self.secure = run_secure(self.cfg.run.secure, on_cluster, self.session)
+        keys = generate_run_keys([*self.ids, COORD_NODE]) if self.secure else {}
+        self.keys = public_only(keys)
         self.actors = {i: ExecActor.options(**actor_options(self.where[_actor_name(i)])).remote(s, self.cfg.run.slots)
                        for i, s in setups.items()}
-        eps = dict(zip(self.ids, ray.get([self.actors[i].open.remote(on_cluster) for i in self.ids]), strict=True))
+        eps = dict(zip(self.ids, ray.get([self.actors[i].open.remote(on_cluster, keys.get(i)) for i in self.ids]),
+                       strict=True))
         self.hub = airport.Hub(bind_host(on_cluster))
         self.hub.connect({k: eps[i][1] for k, i in enumerate(self.ids)})
         self.index = {i: k for k, i in enumerate(self.ids)}      # node id -> hub index
-        self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=self.ids)
+        self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=self.ids, curve=keys.get(COORD_NODE))
         self.node.connect({i: eps[i][0] for i in self.ids})
         peers = {i: {**{j: eps[j][0] for j in self._peers(i)}, COORD_NODE: self.node.endpoint} for i in self.ids}
         refs = [self.actors[i].connect.remote(peers[i], self.hub.endpoint) for i in self.ids]
@@ -183,7 +192,7 @@ class ExecutionRunner:
         for i, r in nodes.items():
             self._correct(i, r, nodes)
         return Collected(nodes, starts, starts + T, lag, self.offsets,
-                         {i: {"node": r["node"], "ip": r["ip"]} for i, r in nodes.items()})
+                         {i: {"node": r["node"], "ip": r["ip"]} for i, r in nodes.items()}, self.secure, self.keys)
 
     def _check(self, serving: list) -> None:
         done, _ = ray.wait(serving, num_returns=1, timeout=0)

@@ -79,7 +79,8 @@ def make_backend(cfg: TrainConfig, address: str | None = None) -> AgentBackend:
         return InprocBackend(spec, seeds, cfg.run.threads)
     from coordinator.trpo.ray_backend import RayBackend
 
-    return RayBackend(spec, seeds, address=address, threads=cfg.run.threads, placement=cfg.run.placement)
+    return RayBackend(spec, seeds, address=address, threads=cfg.run.threads, placement=cfg.run.placement,
+                      secure=cfg.run.secure)
 
 
 def ring_hop(rows: list[Row], seqs: dict[tuple[int, int], int], sender: int, receiver: int, iteration: int,

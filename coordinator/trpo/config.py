@@ -67,6 +67,8 @@ class TrpoConfig:
                               "~10x slower where emulated; auto picks bfloat16 where native, else float32 (the "
                               "resolved config records which)", choices=("float32", "bfloat16", "auto"))
     a2c_lr: float = _f(7e-4, "A2C fixed step size (paper: 7e-4)", range=(1e-8, 1.0))
+    a2c_max_grad_norm: float = _f(0.0, "A2C: clip the policy gradient g to this norm before the RMSprop step "
+                                  "(A2C implementations do; SB3: 0.5); 0: off", range=(0.0, 1e6))
     fvp_stride: int = _f(1, "Fisher-vector products on every k-th episode, times k (1: exact; the Fisher "
                          "on a sub-sample, Schulman et al. 2015 App. C, OpenAI baselines use 5)", range=(1, 1000))
 
@@ -97,6 +99,14 @@ class RunConfig:
     placement: str = _f("spread", "where the ray backend's actors go: spread (round-robin over the cluster's "
                                   "nodes) | pack (the driver's node) | 'ACTOR:NODE,...' (ACTOR a BS index or cu, NODE "
                                   "an IP, #k or a node-id prefix; the others spread)")
+    max_restarts: int = _f(0, "ray backend: when a BS actor dies, restart the run's actors and continue from the last "
+                              "checkpoint, at most this many times (0: stop with one line naming it and the resume "
+                              "command)", range=(0, 1000))
+    secure: str | bool = _f("auto", "CURVE on every ZeroMQ node of the run with per-run keys (DESIGN §6b): auto (on "
+                            "whenever a socket binds more than loopback: the actors span nodes or the run joined a "
+                            "cluster by address, or the cluster has a node on another host; off on one machine) | on | "
+                            "off (YAML reads on / off as true / false: the same)",
+                            choices=("auto", "on", "off", True, False))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ local Ray (:mod:`coordinator.session`). The numbers equal the inproc backend's i
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,11 +25,64 @@ import torch
 from bs_agent.trpo.actor import COORD_NODE, BSActor
 from bs_agent.trpo.base_station import AgentSpec
 from bs_agent.trpo.ops import Crit, agent_csi, agent_ids
-from coordinator.placement import Node, plan, spans_nodes
+from coordinator.config import ConfigError
+from coordinator.placement import Node, alive_nodes, plan, spans_nodes
 from coordinator.placement import actor_options as actor_options_for
-from coordinator.session import ray_session
-from protocol import RECEIVED, Envelope, Kind, RingNode, bind_host
+from coordinator.session import RaySession, ray_session
+from protocol import RECEIVED, Envelope, Kind, NodeKeys, RingNode, bind_host, generate_run_keys
 from protocol.log import Row
+
+
+def run_secure(mode: str | bool, outward: bool, session: RaySession) -> bool:
+    """Whether a run's ZeroMQ nodes use CURVE (``run.secure``, DESIGN §6b): ``on`` / ``off`` as asked (YAML's
+    true / false alike); ``auto``: on when a socket binds more than loopback (``outward``: the actors span nodes,
+    or the run joined a cluster by address) or the run joined a cluster that has a node on another host; off on
+    one machine."""
+    if mode in ("on", "off", True, False):
+        return mode in ("on", True)
+    if mode != "auto":
+        raise ConfigError(f"run.secure: expected auto, on or off, got {mode!r}")
+    if outward:
+        return True
+    here = ray.util.get_node_ip_address()
+    return session.on_cluster and any(n.ip != here for n in alive_nodes())
+
+
+def public_only(keys: dict[int, NodeKeys]) -> dict[int, NodeKeys]:
+    """The run's keys without their secrets (what the driver keeps after the hand-out: for
+    :func:`protocol.save_public_keys`)."""
+    return {i: dataclasses.replace(k, secret=b"") for i, k in keys.items()}
+
+
+def stray_reason(env: Envelope, it: int, ids: Sequence[int], answer: Kind, critic: bool, got: dict, crit: dict
+                 ) -> str | None:
+    """Why a frame at the coordinator during the FVP phase is not one it waits for (None: it is): of another
+    iteration, from no agent, of another kind (a GRADIENT only while a critic round rides), or a second answer
+    from the same agent. Such a frame is counted and dropped; it never ends the run."""
+    if env.iteration != it:
+        return "WrongIteration"
+    if env.sender not in ids:
+        return "UnexpectedSender"
+    if env.kind == answer:
+        return "Duplicate" if env.sender in got else None
+    if env.kind == Kind.GRADIENT and critic:
+        return "Duplicate" if env.sender in crit else None
+    return "UnexpectedKind"
+
+
+def dead_actor_of(exc: BaseException, actors: Sequence[Any], names: Sequence[str], where: Sequence[dict[str, Any]]
+                  ) -> dict[str, str] | None:
+    """``{"name", "node", "ip", "pid"}`` of the actor a :class:`ray.exceptions.RayActorError` is about, among
+    ``actors`` (named ``names``, placed at ``where[i]``: its ``node`` and ``ip``); None if it is none of them."""
+    aid = getattr(exc, "actor_id", None)
+    for i, a in enumerate(actors):
+        if aid is not None and a._actor_id.hex() == aid:
+            w = where[i] if i < len(where) else {}
+            text = str(exc)
+            ip = w.get("ip") or (text.split("ip: ", 1)[1].split()[0] if "ip: " in text else "")
+            pid = text.split("pid: ", 1)[1].split()[0] if "pid: " in text else str(w.get("pid", ""))
+            return {"name": names[i], "node": str(w.get("node", "")), "ip": ip, "pid": pid}
+    return None
 
 
 def _event_time(row: Row) -> int:
@@ -38,13 +93,19 @@ class RayBackend:
     """Agents as Ray actors; same calls as :class:`coordinator.trpo.backend.InprocBackend`.
 
     ``cluster``: bind the ring to each node's address instead of 127.0.0.1 (default: when this
-    backend connected to an existing cluster by address)."""
+    backend connected to an existing cluster by address). ``secure`` (``run.secure``: auto | on | off, see
+    :func:`run_secure`): CURVE on every node of the run (each agent's and the coordinator's), with keys made for
+    this run over every node id (the agents, :data:`COORD_NODE`); each actor gets its own :class:`NodeKeys`
+    (its secret and the run's public keys) with its ``ring_open`` call, so every connection is authenticated
+    and every sender id bound to its key. :attr:`secure` says which; :attr:`keys` holds the public keys
+    (secrets dropped after the hand-out)."""
 
     name = "ray"
 
     def __init__(self, spec: AgentSpec, sample_seeds: Sequence[int], address: str | None = None,
                  actor_options: Sequence[dict] | None = None, cluster: bool | None = None,
-                 fvp_over_ring: bool = True, threads: int = 1, placement: str = "spread") -> None:
+                 fvp_over_ring: bool = True, threads: int = 1, placement: str = "spread",
+                 secure: str | bool = "auto") -> None:
         self.spec = spec
         self.fvp_over_ring = fvp_over_ring   # False: every product by Ray call (for comparisons)
         self.session = ray_session(address)
@@ -58,9 +119,13 @@ class RayBackend:
         # bind this node's address when the run spans nodes, 127.0.0.1 otherwise
         spanning = spans_nodes({**self.where, "driver": Node(ray.get_runtime_context().get_node_id(), "")})
         on_cluster = (spanning or (self.session.on_cluster and self.session.started)) if cluster is None else cluster
-        eps = ray.get([a.ring_open.remote(on_cluster) for a in self.actors])
-        self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=ids)
+        self.secure = run_secure(secure, on_cluster, self.session)
+        keys = generate_run_keys([*ids, COORD_NODE]) if self.secure else {}
+        eps = ray.get([a.ring_open.remote(on_cluster, keys.get(i)) for i, a in zip(ids, self.actors, strict=True)])
+        self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=ids, curve=keys.get(COORD_NODE))
+        self.keys = public_only(keys)
         self.node.connect(dict(zip(ids, eps, strict=True)))
+        self.endpoints = {**dict(zip(ids, eps, strict=True)), COORD_NODE: self.node.endpoint}   # every node's inbox
         ring = dict(enumerate(eps)) if spec.scheme == "partial" else {}
         ray.get([a.ring_connect.remote({**ring, COORD_NODE: self.node.endpoint}) for a in self.actors])
         self._serving: list | None = None   # the agents' serve() calls of this iteration's FVP phase
@@ -176,23 +241,29 @@ class RayBackend:
         crit: dict[int, Crit] = {}
         need = len(ids) * (2 if critic else 1)
         deadline = time.monotonic() + timeout_s
+        check = time.monotonic() + 0.1
         while len(got) + len(crit) < need:
             env = node.recv(timeout_ms=100)
-            if env is None:
+            if env is None or time.monotonic() > check:      # (also under a stream of stray frames)
+                check = time.monotonic() + 0.1
                 done, _ = ray.wait(self._serving or [], num_returns=len(self._serving or []), timeout=0)
                 if done:
-                    ray.get(done)   # an agent's serve() failed: raise its error here
+                    ray.get(done)   # an agent's serve() failed, or its actor died: raise its error here
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"ray backend: no {answer.name} from every agent within {timeout_s} s")
-                continue
-            if env.iteration != it:
-                raise RuntimeError(f"ray backend: {env.kind!r} of iteration {env.iteration} during {it}")
-            if env.kind == answer:
-                got[env.sender] = main(env.payload)
-            elif env.kind == Kind.GRADIENT:
-                crit[env.sender] = (env.payload["c"], env.payload["loss"])
-            else:
-                raise RuntimeError(f"ray backend: unexpected {env.kind!r} from agent {env.sender}")
+                if env is None:
+                    continue
+            reason = stray_reason(env, it, ids, answer, critic, got, crit)
+            if reason is None:
+                try:
+                    if env.kind == answer:
+                        got[env.sender] = main(env.payload)
+                    else:
+                        crit[env.sender] = (env.payload["c"], env.payload["loss"])
+                    continue
+                except (KeyError, TypeError):
+                    reason = "MalformedPayload"
+            node.stats.rejected[reason] += 1   # a stray frame: counted (dropped_frames) and dropped, never fatal
         return [(got[i], crit.get(i)) for i in ids]
 
     def set_params(self, theta: np.ndarray, phi: np.ndarray | None) -> None:
@@ -217,13 +288,17 @@ class RayBackend:
         refs = [a.clock_offset.remote() for a in self.actors]
         pending = list(refs)
         while pending:                    # this node answers the agents' pings meanwhile
-            self.node.recv(timeout_ms=2)
+            if self.node.recv(timeout_ms=2) is not None:       # no application message is due now: a stray
+                self.node.stats.rejected["UnexpectedKind"] += 1
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
         ids = ray.get([a.node_id.remote() for a in self.actors])
+        pids = ray.get([a.__ray_call__.remote(lambda actor: os.getpid()) for a in self.actors])
         ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
         names = ["cu" if self.spec.scheme == "centralized" else f"bs{i}" for i in range(len(self.actors))]
         self.setup_rows = [r for rows in ray.get([a.take_rows.remote() for a in self.actors]) for r in rows]
-        return {"placement": {k: {"node": n, "ip": ips.get(n, "")} for k, n in zip(names, ids, strict=True)},
+        self.placement = {k: {"node": n, "ip": ips.get(n, ""), "pid": p}
+                          for k, n, p in zip(names, ids, pids, strict=True)}
+        return {"placement": self.placement,
                 "clock_offsets_ns": {k: {"offset": o, "rtt": r} for k, (o, r) in zip(names, ray.get(refs),
                                                                                       strict=True)},
                 "driver_node": ray.get_runtime_context().get_node_id()}
@@ -231,15 +306,41 @@ class RayBackend:
     def memory_mb(self) -> list[float]:
         return ray.get([a.rss_mb.remote() for a in self.actors])
 
+    def dead_actor(self, exc: BaseException) -> dict[str, str] | None:
+        """Which agent a :class:`ray.exceptions.RayActorError` is about: ``{"name": "BS 1", "node": <Ray node id>,
+        "ip": ..., "pid": ...}`` (None if none of this backend's). Its node: from :meth:`meta` (or the plan, or
+        the error's text)."""
+        return dead_actor_of(exc, self.actors, ["central agent" if self.spec.scheme == "centralized" else f"BS {i}"
+                                                for i in range(len(self.actors))],
+                             list((getattr(self, "placement", None) or {}).values()) or
+                             [{"node": w.node_id, "ip": w.ip} for w in self.where.values()])
+
+    def dropped_frames(self) -> dict[str, dict[str, int]]:
+        """The frames each node of the run counted and dropped, by class (the protocol's rejections, and the
+        stray frames its receiving loop dropped: WrongIteration, UnexpectedKind, UnexpectedSender,
+        MalformedPayload, Duplicate): ``{"coordinator": {...}, "bs0": {...}, ...}``."""
+        names = ["cu" if self.spec.scheme == "centralized" else f"bs{i}" for i in range(len(self.actors))]
+        got = ray.get([a.__ray_call__.remote(lambda actor: dict(actor.node.stats.rejected) if actor.node else {})
+                       for a in self.actors])
+        here = {} if self.node is None else dict(self.node.stats.rejected)
+        return {"coordinator": here, **dict(zip(names, got, strict=True))}
+
     def close(self) -> None:
         node, self.node = getattr(self, "node", None), None
         if node is not None:
             node.close()
-        try:
-            ray.get([a.close.remote() for a in self.actors])
-            for a in self.actors:
+        refs = []
+        for a in self.actors:
+            try:
+                refs.append(a.close.remote())
+            except Exception:  # noqa: BLE001 - best effort on shutdown (a dead actor)
+                pass
+        if refs:   # an actor blocked on a peer that died would hold its close: bounded, then every actor killed
+            ray.wait(refs, num_returns=len(refs), timeout=2.0)
+        for a in self.actors:
+            try:
                 ray.kill(a)
-        except Exception:  # noqa: BLE001 - best effort on shutdown
-            pass
+            except Exception:  # noqa: BLE001
+                pass
         self.actors = []
         self.session.close()

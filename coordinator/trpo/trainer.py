@@ -17,6 +17,7 @@ Rewards are in bit/s/Hz for learning and reported in Mbps (x W / 1e6).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -50,6 +51,35 @@ def powers_w(frac: np.ndarray, problem: Problem) -> np.ndarray:
     """Power fractions [n, L] -> watts, clipped to [0, Pmax] and scaled into a per-BS sum limit
     if the problem has one (Fig. 15: rescale so each BS's sum <= its budget)."""
     return problem.project(np.clip(frac, 0.0, 1.0) * problem.p_max_w)
+
+
+class Diverged(ArithmeticError):
+    """A quantity of iteration ``iteration`` is NaN or inf: the run cannot go on (every later number would be
+    NaN). Raised by :meth:`Trainer.step` before the iteration's metrics are returned or its parameters
+    broadcast; the trainer's state is then spent (the last checkpoint is the last finite state)."""
+
+    def __init__(self, iteration: int, quantity: str, detail: str) -> None:
+        self.iteration, self.quantity, self.detail = iteration, quantity, detail
+        super().__init__(f"diverged at iteration {iteration}: {quantity} {detail}")
+
+
+# the rules' diagnostics, named as the error says them
+QUANTITIES = {"kl": "the KL between consecutive policies", "surrogate": "the surrogate advantage (eq. 22)",
+              "cg_residual": "the conjugate-gradient residual", "step_norm": "the norm of the step (eq. 20)",
+              "grad_norm": "the norm of the policy gradient g"}
+
+
+def check_finite(iteration: int, quantity: str, x: float | torch.Tensor) -> None:
+    """Raise :class:`Diverged` if ``x`` (a number, or a tensor already computed: one reduction, no copy)
+    holds NaN or inf; the detail (how many entries) is counted only then."""
+    if isinstance(x, torch.Tensor):
+        if bool(torch.isfinite(x).all()):
+            return
+        nan, n = int(torch.isnan(x).sum()), x.numel()
+        raise Diverged(iteration, quantity, f"has {n - int(torch.isfinite(x).sum())} of {n} entries NaN or inf "
+                                            f"({nan} NaN)")
+    if not math.isfinite(x):
+        raise Diverged(iteration, quantity, f"is {x}")
 
 
 class Trainer:
@@ -129,10 +159,15 @@ class Trainer:
         return [position[:, b] for b in range(self.B)]
 
     def step(self) -> dict[str, float]:
-        """One iteration; returns its metrics."""
+        """One iteration; returns its metrics. Raises :class:`Diverged` (naming the quantity) when the reward,
+        the policy gradient, the rule's step and diagnostics, the parameters theta or phi, the critic's loss
+        and gradient or an optimiser's moments hold NaN or inf: checks on what is already computed, which
+        change no number."""
         cfg, t0 = self.cfg, time.perf_counter()
         it, M, N = self.iteration, cfg.trpo.episodes, self.N
         R, position = self._sample(it)
+        mean_r = float(R.mean())
+        check_finite(it, "the mean sum-rate of the batch (the reward R)", mean_r)
         pos = self._positions(position, M)
         gamma = cfg.trpo.gamma
         returns = [end_of_episode_returns(R, n, N, gamma) for n in pos]     # G_n = gamma^(N-1-n) R
@@ -145,6 +180,7 @@ class Trainer:
         out = self.agents.start_learning(returns, step_w, critic.pending)
         critic.take(out)
         g = shares_sum([x for x, _ in out]) / count
+        check_finite(it, "the policy gradient g (eq. 18)", g)
 
         def fvp(v: torch.Tensor) -> torch.Tensor:   # eq. (19): the agents' summed shares
             shares = self.agents.fvp(v.numpy(), critic.pending, critic.phi)
@@ -152,9 +188,20 @@ class Trainer:
             return shares_sum([x for x, _ in shares]) / count
 
         self.theta, metrics = self.rule.step(self.theta, g, fvp, lambda th: self.surrogate_kl(th, count, critic))
+        check_finite(it, "the policy parameters theta", self.theta)       # before they are broadcast
+        for key, v in metrics.items():
+            check_finite(it, QUANTITIES.get(key, key), v)
+        for name, moment in self.rule.moments():
+            check_finite(it, name, moment)
         vloss = critic.finish(self.agents, self.theta)
+        if cfg.trpo.value_epochs > 0:            # (no round: no loss, NaN by convention)
+            check_finite(it, "the critic's loss (V - G)^2", vloss)
+        if self.phi.grad is not None:
+            check_finite(it, "the critic's gradient", self.phi.grad)
+        check_finite(it, "the critic's parameters phi", self.phi.detach())
+        for st in self.value_opt.state.values():
+            check_finite(it, "the critic's Adam moments", st["exp_avg_sq"])
         self.iteration += 1
-        mean_r = float(R.mean())
         return {
             "iteration": it, "reward": mean_r, "reward_mbps": mean_r * self.scenario.bandwidth_hz / 1e6,
             **metrics, "value_loss": vloss, "seconds": time.perf_counter() - t0, "env_steps": M * N,

@@ -27,6 +27,7 @@ class UpdateRule(Protocol):
              ) -> tuple[torch.Tensor, dict[str, float]]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, st: dict[str, Any]) -> None: ...
+    def moments(self) -> list[tuple[str, torch.Tensor]]: ...
 
 
 class TRPOUpdate:
@@ -57,19 +58,36 @@ class TRPOUpdate:
     def load_state_dict(self, st: dict[str, Any]) -> None:
         pass
 
+    def moments(self) -> list[tuple[str, torch.Tensor]]:
+        return []
+
+
+def clip_grad_norm(g: torch.Tensor, max_norm: float) -> tuple[torch.Tensor, float]:
+    """(g scaled to norm ``max_norm`` when ||g|| > max_norm, else g itself; ||g||) -- the clipping of
+    torch.nn.utils.clip_grad_norm_ (SB3's A2C: 0.5) on the one flat vector, without its 1e-6 in the
+    denominator (it only guards ||g|| = 0, never clipped here). ``max_norm`` 0: off (g as it is)."""
+    norm = float(torch.linalg.vector_norm(g))
+    if max_norm > 0 and norm > max_norm:
+        return g * (max_norm / norm), norm
+    return g, norm
+
 
 class A2CUpdate:
-    """theta <- RMSprop step on -g (lr ``trpo.a2c_lr``, alpha 0.99, eps 1e-5), no trust region; the
-    surrogate and KL of the step are measured on the batch for the diagnostics."""
+    """theta <- RMSprop step on -g (lr ``trpo.a2c_lr``, alpha 0.99, eps 1e-5), no trust region; with
+    ``trpo.a2c_max_grad_norm`` > 0, g is first clipped to that norm (:func:`clip_grad_norm`), as A2C
+    implementations do. The surrogate and KL of the step are measured on the batch for the diagnostics,
+    and ``grad_norm`` is ||g|| before clipping."""
 
     checkpoint_key = "a2c_opt"
 
-    def __init__(self, theta: torch.Tensor, lr: float) -> None:
+    def __init__(self, theta: torch.Tensor, lr: float, max_grad_norm: float = 0.0) -> None:
         self.pol = torch.nn.Parameter(theta.clone())
         self.opt = torch.optim.RMSprop([self.pol], lr=lr, alpha=0.99, eps=1e-5)
+        self.max_grad_norm = max_grad_norm
 
     def step(self, theta: torch.Tensor, g: torch.Tensor, fvp: Fvp, surrogate_kl: SurrogateKL
              ) -> tuple[torch.Tensor, dict[str, float]]:
+        g, grad_norm = clip_grad_norm(g, self.max_grad_norm)
         with torch.no_grad():
             self.pol.copy_(theta)
         self.opt.zero_grad()
@@ -78,7 +96,7 @@ class A2CUpdate:
         new_theta = self.pol.detach().clone()
         surr, kl = surrogate_kl(new_theta)
         return new_theta, {"kl": kl, "surrogate": surr, "backtracks": 0, "ls_success": 1, "cg_residual": 0.0,
-                           "cg_iters": 0}
+                           "cg_iters": 0, "grad_norm": grad_norm}
 
     def state_dict(self) -> dict[str, Any]:
         return self.opt.state_dict()
@@ -86,7 +104,12 @@ class A2CUpdate:
     def load_state_dict(self, st: dict[str, Any]) -> None:
         self.opt.load_state_dict(st)
 
+    def moments(self) -> list[tuple[str, torch.Tensor]]:
+        """The optimiser's running averages (checked for NaN / inf with the parameters)."""
+        return [("the A2C RMSprop average of g^2", s["square_avg"]) for s in self.opt.state.values()
+                if "square_avg" in s]
+
 
 def update_rule(algo: str, cfg: TrpoConfig, theta: torch.Tensor) -> UpdateRule:
     """The rule of ``run.algo`` ('trpo' | 'a2c')."""
-    return A2CUpdate(theta, cfg.a2c_lr) if algo == "a2c" else TRPOUpdate(cfg)
+    return A2CUpdate(theta, cfg.a2c_lr, cfg.a2c_max_grad_norm) if algo == "a2c" else TRPOUpdate(cfg)

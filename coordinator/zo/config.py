@@ -137,6 +137,16 @@ class ZORunConfig:
     placement: str = _f("spread", "where the ray backend's link actors go: spread (round-robin over the cluster's "
                                   "nodes) | pack (the driver's node) | 'ACTOR:NODE,...' (ACTOR an actor index, NODE an "
                                   "IP, #k or a node-id prefix; the others spread)")
+    max_restarts: int = _f(0, "ray backend: when a link actor dies, restart the run's actors and continue from the "
+                              "last checkpoint, at most this many times (0: stop with one line naming it and the "
+                              "resume command)", range=(0, 1000))
+    secure: str | bool = _f("auto", "CURVE on every ZeroMQ node of the run with per-run keys (DESIGN §6b): auto (on "
+                            "whenever a socket binds more than loopback: the actors span nodes or the run joined a "
+                            "cluster by address, or the cluster has a node on another host; off on one machine) | on | "
+                            "off (YAML reads on / off as true / false: the same). Secure with run.links_per_actor > "
+                            "1: each link gets its own ZeroMQ context and co-hosted links talk over authenticated TCP, "
+                            "not inproc. The air port (coordinator <-> links) stays in clear",
+                            choices=("auto", "on", "off", True, False))
 
 
 @dataclass(frozen=True)

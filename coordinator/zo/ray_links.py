@@ -7,6 +7,8 @@ and the logged bytes equal the in-process backend's (:class:`coordinator.zo.link
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from typing import Any
 
@@ -16,21 +18,42 @@ import ray
 from bs_agent.zo.actor import ZOLinkActor
 from bs_agent.zo.host import D_KINDS, STAT_KEYS
 from coordinator.config import ConfigError
-from coordinator.placement import Node, actor_options, plan, spans_nodes
-from coordinator.session import ray_session
+from coordinator.placement import Node, actor_options, alive_nodes, plan, spans_nodes
+from coordinator.session import RaySession, ray_session
 from coordinator.zo.config import ZOConfig, link_setups
 from coordinator.zo.links import Exchange
-from protocol import airport, bind_host
+from protocol import airport, bind_host, generate_run_keys
 from protocol.log import DROPPED, SENT, MessageLog
+
+
+def run_secure(mode: str | bool, outward: bool, session: RaySession) -> bool:
+    """``run.secure`` (DESIGN §6b): on / off as asked (YAML's true / false alike); auto: on when a socket binds
+    more than loopback (``outward``) or the run joined a cluster that has a node on another host. The rule of
+    :func:`coordinator.trpo.ray_backend.run_secure`, not imported from there (it would load torch here)."""
+    if mode in ("on", "off", True, False):
+        return mode in ("on", True)
+    if mode != "auto":
+        raise ConfigError(f"run.secure: expected auto, on or off, got {mode!r}")
+    here = ray.util.get_node_ip_address()
+    return outward or (session.on_cluster and any(n.ip != here for n in alive_nodes()))
 
 
 class RayLinks:
     """:class:`coordinator.zo.links.LinksBackend` with the links as Ray actors (``links_per_actor``
     consecutive links per actor; default ``run.links_per_actor``, 1) and the air over ZeroMQ
-    (:mod:`protocol.airport`). Joins the run's Ray session (:mod:`coordinator.session`)."""
+    (:mod:`protocol.airport`). Joins the run's Ray session (:mod:`coordinator.session`).
+
+    ``secure`` (default ``run.secure``: auto | on | off, :func:`run_secure`): CURVE on every link's node, with
+    keys made for this run over the link ids; each actor gets its links' own :class:`protocol.NodeKeys` (secret
+    and the run's public keys), so every d message crosses an authenticated connection whose key is bound to
+    its sender id. Co-hosted links (``links_per_actor`` > 1) then get a ZeroMQ context each and talk over
+    authenticated TCP instead of their shared context's inproc (a CURVE node authenticates its whole context,
+    and inproc would bypass it). The air port (:mod:`protocol.airport`: rates and schedules between this
+    coordinator and the actors, raw frames) has no CURVE: it stays in clear. :attr:`secure` says which;
+    :attr:`keys` holds the public keys (secrets dropped after the hand-out)."""
 
     def __init__(self, cfg: ZOConfig, log: MessageLog, exchange: Exchange, links_per_actor: int | None = None,
-                 address: str | None = None):
+                 address: str | None = None, secure: str | bool | None = None):
         if links_per_actor is None:
             links_per_actor = cfg.run.links_per_actor
         if links_per_actor < 1:
@@ -46,12 +69,17 @@ class RayLinks:
         self.where = plan(cfg.run.placement, [str(a) for a in range(len(self.groups))])
         spanning = spans_nodes({**self.where, "driver": Node(ray.get_runtime_context().get_node_id(), "")})
         on_cluster = spanning or (self.session.on_cluster and self.session.started)
-        self.actors = [ZOLinkActor.options(**actor_options(self.where[str(a)])).remote([setups[i] for i in g],
-                                                                                       on_cluster)
+        self.secure = run_secure(cfg.run.secure if secure is None else secure, on_cluster, self.session)
+        keys = generate_run_keys(range(N)) if self.secure else {}
+        self.actors = [ZOLinkActor.options(**actor_options(self.where[str(a)])).remote(
+                           [setups[i] for i in g], on_cluster, {i: keys[i] for i in g} if keys else None)
                        for a, g in enumerate(self.groups)]
+        self.keys = {i: dataclasses.replace(k, secret=b"") for i, k in keys.items()}   # public keys only
         self.hub = airport.Hub(bind_host(on_cluster))
         eps = ray.get([a.endpoints.remote() for a in self.actors])
         ring = {i: e for r, _ in eps for i, e in r.items()}
+        self.endpoints = dict(ring)                                   # each link's d inbox
+        self.port_endpoints = [p for _, p in eps]                     # each actor's air port
         self.hub.connect(dict(enumerate(p for _, p in eps)))
         for rows in ray.get([a.connect.remote(ring, self.hub.endpoint) for a in self.actors]):
             self.record(rows, 0)
@@ -180,12 +208,41 @@ class RayLinks:
         return [self.last_stats[i] for i in range(N)]
 
     def meta(self) -> dict[str, Any]:
-        """For meta.json: each link's node (id, IP) and the driver's node."""
+        """For meta.json: each link's node (id, IP), its actor's process id, and the driver's node."""
+        self._pause()
         ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        return {"placement": {f"link{i}": {"node": self.where[str(a)].node_id, "ip": ips.get(self.where[str(a)].node_id,
-                                                                                              "")}
-                              for i, a in self.actor_of.items()},
-                "driver_node": ray.get_runtime_context().get_node_id()}
+        pids = ray.get([a.__ray_call__.remote(lambda actor: os.getpid()) for a in self.actors])
+        self.placement = {f"link{i}": {"node": self.where[str(a)].node_id, "ip": ips.get(self.where[str(a)].node_id,
+                                                                                          ""), "pid": pids[a]}
+                          for i, a in self.actor_of.items()}
+        return {"placement": self.placement, "driver_node": ray.get_runtime_context().get_node_id()}
+
+    def dead_actor(self, exc: BaseException) -> dict[str, str] | None:
+        """Which links a :class:`ray.exceptions.RayActorError` is about: ``{"name": "link 3", "node": <Ray node
+        id>, "ip": ..., "pid": ...}`` (None if none of this run's actors)."""
+        aid = getattr(exc, "actor_id", None)
+        for a, handle in enumerate(self.actors):
+            if aid is None or handle._actor_id.hex() != aid:
+                continue
+            g, w, text = self.groups[a], self.where.get(str(a)), str(exc)
+            ip = (w.ip if w is not None else "") or (text.split("ip: ", 1)[1].split()[0] if "ip: " in text else "")
+            pid = text.split("pid: ", 1)[1].split()[0] if "pid: " in text else ""
+            return {"name": f"link {g[0]}" if len(g) == 1 else f"links {g[0]}-{g[-1]} (actor {a})",
+                    "node": w.node_id if w is not None else "", "ip": ip, "pid": pid}
+        return None
+
+    def dropped_frames(self) -> dict[str, dict[str, int]]:
+        """The frames the run's nodes counted and dropped, by class: the hub's (``air``), each actor's air port
+        (``air<a>``) and each link's node (``link<i>``: the protocol's rejections and the stray frames its
+        receiving loop dropped, :meth:`bs_agent.zo.host.LinkHost.stray_reason`)."""
+        self._pause()
+        got = ray.get([a.__ray_call__.remote(lambda actor: (dict(actor.port.rejected), {
+            i: dict(h.node.stats.rejected) for i, h in actor.links.items()})) for a in self.actors])
+        out: dict[str, dict[str, int]] = {"air": dict(self.hub.rejected)}
+        for a, (port, links) in enumerate(got):
+            out[f"air{a}"] = port
+            out.update({f"link{i}": c for i, c in links.items()})
+        return out
 
     def air_stats(self) -> dict[str, int]:
         """Frames and bytes of the air port (coordinator <-> links; not in the message log)."""
@@ -195,11 +252,14 @@ class RayLinks:
         try:
             self._pause(timeout_s=10.0)      # an interrupted step may leave a link waiting for d: do not hang
             ray.get([a.close.remote() for a in self.actors], timeout=10.0)
-        except ray.exceptions.GetTimeoutError:
-            pass                             # the actors are killed below
+        except ray.exceptions.RayError:
+            pass                             # a timeout, or an actor that died: the actors are killed below
         finally:
             for a in self.actors:
-                ray.kill(a)
+                try:
+                    ray.kill(a)
+                except Exception:  # noqa: BLE001 - best effort on shutdown
+                    pass
             self.actors = []
             self.hub.close()
             self.session.close()

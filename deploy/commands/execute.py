@@ -142,7 +142,12 @@ def write_outputs(out: Path, cfg: Any, summary: dict[str, Any], per_slot: dict[s
     (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     (out / "meta.json").write_text(json.dumps({"seed": summary["seed"], "source": summary["source"],
                                                "versions": _versions(), "git_commit": _git_commit(),
-                                               "argv": sys.argv, "placement": summary["placement"]}, indent=2))
+                                               "argv": sys.argv, "placement": summary["placement"],
+                                               "secure": collected.secure}, indent=2))
+    if collected.keys:                         # the run's public keys (never a secret), one certificate per node
+        from protocol import save_public_keys
+
+        save_public_keys(collected.keys, out / "keys")
     log = RunMessages(out / "messages.csv", run_id=out.name)
     log.phase = EXECUTION
     log.node_of = {i: p["node"] for i, p in collected.placement.items()}     # cross-node links in the summary

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,14 +17,17 @@ from deploy import plots
 from deploy.config import ConfigError, check_memory, memory_budget_bytes
 from deploy.errors import UsageError
 from deploy.rundir import RunDir, RunDirError, check_output_dir, check_output_files
-from deploy.runs import read_run_config, start_run
+from deploy.runs import dead_actor, read_run_config, record_dropped, restart_after_death, start_run
+
+if TYPE_CHECKING:
+    from coordinator.trpo.trainer import Diverged
 
 CURVE_KEYS = ("reward_mbps", "kl", "backtracks", "value_loss", "seconds")
 # what `--set` may change when a run is resumed: its length, checkpointing, the final evaluation and where it
 # computes; everything else (scenario, networks, hyper-parameters, scheme, algorithm, seed) made the
 # checkpoint and stays
 RESUME_KEYS = ("run.iterations", "run.checkpoint_every", "run.keep_checkpoints", "run.eval_slots",
-               "run.eval_methods", "run.threads", "run.backend", "run.placement")
+               "run.eval_methods", "run.threads", "run.backend", "run.placement", "run.max_restarts")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -90,7 +94,13 @@ def check_checkpoint(cfg: TrainConfig, ck: dict, f: Path) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a TRPO/A2C power-allocation policy (Algorithms 1-3 of paper 1)")
+    p = sub.add_parser("train", help="train a TRPO/A2C power-allocation policy (Algorithms 1-3 of paper 1)",
+                       description="Train a TRPO/A2C power-allocation policy into a run folder, then evaluate it on "
+                                   "held-out channels. Exit codes: 0 done; 2 bad input (nothing written); 1 the run "
+                                   "diverged (a NaN or inf in a loss, a KL, a gradient, the step or the parameters): "
+                                   "it stops at that iteration with one line naming the quantity, keeps its metrics "
+                                   "rows up to there and its last checkpoint (every checkpoint is finite), and is not "
+                                   "evaluated.")
     p.add_argument("--config", type=Path, help="YAML config (e.g. deploy/configs/demo.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set trpo.episodes=200 (repeatable)")
@@ -126,13 +136,17 @@ def run_train(args: argparse.Namespace) -> int:
     cfg, rd, ck, start = run.cfg, run.rd, run.ck, run.start
     torch.set_num_threads(1)
     from coordinator.trpo.backend import make_backend
-    from coordinator.trpo.trainer import Trainer
+    from coordinator.trpo.trainer import Diverged, Trainer
+    from protocol import save_public_keys
 
     writer, log = run.open_logs(metrics_kept=lambda it: it < start)
     backend = make_backend(cfg, address=args.address)
+    run.continue_ring(backend)                # a resumed in-process ring numbers its hops on where it left off
     try:
         where = backend.meta()                # each agent's node, IP and clock offset
-        rd.update_meta(**where)
+        rd.update_meta(**where, secure=bool(getattr(backend, "secure", False)))   # CURVE on the run's nodes
+        if getattr(backend, "keys", None):    # the run's public keys (never a secret), one certificate per node
+            save_public_keys(backend.keys, rd.path / "keys")
         if isinstance(where.get("placement"), dict):           # agent id -> node; the coordinator (-2): the driver's
             log.node_of = {(0 if k == "cu" else int(k[2:])): v["node"] for k, v in where["placement"].items()}
             log.node_of[-2] = where["driver_node"]
@@ -145,17 +159,26 @@ def run_train(args: argparse.Namespace) -> int:
               + (f" (resuming at iteration {start})" if ck is not None else ""), file=sys.stderr)
         bar = tqdm(range(start, cfg.run.iterations), initial=start, total=cfg.run.iterations,
                    disable=args.no_progress, desc=cfg.method_name, unit="it")
+        diverged = None
         for it in bar:
-            m = trainer.step()
+            try:
+                m = trainer.step()
+            except Diverged as exc:       # nothing of this iteration is kept: no row, no checkpoint
+                diverged = exc
+                break
             writer.write(m)
             bar.set_postfix(reward_mbps=f"{m['reward_mbps']:.1f}", kl=f"{m['kl']:.4f}", bt=m["backtracks"])
             if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == cfg.run.iterations:
                 run.checkpoint(trainer.state_dict(), it + 1, writer, log)
+        record_dropped("train", rd, backend)   # stray frames the nodes counted and dropped: meta.json
         writer.close()
         log.close()  # messages.csv complete; messages_summary.json / .md beside it
         if (rd.path / "metrics.csv").is_file():
             plots.plot_curves(rd.path / "metrics.csv", CURVE_KEYS, rd.path / "curves.png", w=0.96,
                               title=f"{cfg.method_name}: raw and EWMA (w = 0.96)")
+        if diverged is not None:
+            bar.close()
+            return _diverged(diverged, rd)
         if cfg.run.eval_slots > 0:
             summary = evaluate_run(cfg, trainer.theta, rd.path / "eval", n=cfg.run.eval_slots,
                                    seed=cfg.run.seed + 1, methods=cfg.run.eval_methods)
@@ -164,11 +187,40 @@ def run_train(args: argparse.Namespace) -> int:
                   + ", ".join(f"{k} {v['mean_mbps']:.2f}" for k, v in summary["methods"].items()
                               if k != cfg.method_name), file=sys.stderr)
         rd.update_meta(end_iteration=trainer.iteration)
+    except Exception as exc:
+        died = dead_actor(exc, backend)       # an actor of the run died: restart or one line, never a traceback
+        if died is None:
+            raise
+        writer.close()
+    else:
+        died = None
     finally:
         log.close()
         backend.close()
+    if died is not None:
+        done = getattr(args, "restarts", 0)
+        if not restart_after_death("train", rd, died, cfg.run.max_restarts, done):
+            return 1
+        # new actors, the last checkpoint reloaded and metrics / messages cut back to it, exactly as --resume
+        return run_train(argparse.Namespace(**{**vars(args), "config": None, "overrides": [], "run_dir": None,
+                                                "resume": rd.path, "restarts": done + 1}))
     print(rd.path)
     return 0
+
+
+def _diverged(exc: Diverged, rd: RunDir) -> int:
+    """A run whose numbers became NaN / inf: it stops there, is not evaluated, and says so in ONE line (exit 1:
+    not bad input, but the run cannot continue). metrics.csv holds the rows of the iterations before it; the
+    checkpoints, all written from finite states, stay (a resume would diverge again: change what the run was
+    given, e.g. trpo.a2c_max_grad_norm or trpo.a2c_lr, in a new run)."""
+    it = exc.iteration
+    ck = rd.latest_checkpoint_file()
+    rd.update_meta(end_iteration=it, diverged={"iteration": it, "quantity": exc.quantity, "detail": exc.detail})
+    kept = (f"last finite checkpoint: iteration {int(ck.stem.split('-', 1)[1])}, {ck}" if ck is not None
+            else "no checkpoint was written before it")
+    rows = f"metrics.csv holds iterations 0-{it - 1}" if it > 0 else "metrics.csv holds no iteration"
+    print(f"bsemu train: error: {exc} ({kept}; {rows}; not evaluated)", file=sys.stderr)
+    return 1
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
