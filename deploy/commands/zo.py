@@ -12,13 +12,21 @@ from deploy import plots
 from deploy.config import check_memory, load_config
 from deploy.errors import UsageError
 from deploy.rundir import RunDirError, check_output_dir, check_output_files
-from deploy.runs import Run, start_run
+from deploy.runs import Run, dead_actor, record_dropped, restart_after_death, start_run
 
 # what `--set` may change when a run is resumed: its length, checkpointing, the evaluation and how links are
 # packed into actors and placed; everything else (network, policies, algorithm, method, backend and clock -- the
 # checkpoint's link states are backend-specific --, seed, message logging) made the checkpoint and stays
 RESUME_KEYS = ("run.iterations", "run.checkpoint_every", "run.keep_checkpoints", "run.eval_every",
-               "run.eval_sequences", "run.eval_slots", "run.links_per_actor", "run.placement")
+               "run.eval_sequences", "run.eval_slots", "run.links_per_actor", "run.placement", "run.max_restarts")
+
+
+LOCAL_PARALLEL = False
+"""``bsemu zo-sweep`` on an embedded local Ray (no --address): run the points as parallel Ray tasks? No: on the
+2-core machine the quick sweep (the paper's six experiments, 21 runs) took 24-28 s one after another and 33-46 s as
+tasks (interleaved, load average 4-6 from other work; 24 s against 34 s at load 0.8): Ray's start (~4 s) and stop
+(~1.5 s) and two runs sharing two cores with Ray's own processes cost more than the second core gains. With a
+cluster (--address or RAY_ADDRESS) the runs go to its CPUs, in parallel by default."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seeds", type=int, default=1, help="seeds averaged per point")
     s.add_argument("--iterations", type=int, default=None,
                    help="iterations per run, overriding --scale (smoke tests, quick looks)")
+    s.add_argument("--address", default=None,
+                   help="Ray cluster to spread the runs over (default: RAY_ADDRESS, else an embedded local Ray)")
+    s.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the logical-clock runs as Ray tasks (one CPU each, spread over the nodes) and gather "
+                        "them as they finish; the same rows as one after another (default: on with a cluster "
+                        "address, " + ("on" if LOCAL_PARALLEL else "off") + " on an embedded Ray). The real-clock "
+                        "experiments always run one run at a time, after the others")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run_sweep)
 
 
@@ -99,6 +115,8 @@ def check_checkpoint(cfg: Any, ck: dict[str, Any], f: Path) -> None:
         links = st.get("links")
         agents = links if cfg.run.backend == "ray" else (links or {}).get("agents") if isinstance(links, dict) \
             else None
+        if cfg.run.backend == "ray" and isinstance(agents, list):   # a link host's state: its agent's, emulator's
+            agents = [a.get("agent") if isinstance(a, dict) else a for a in agents]
         thetas([a.get("theta") if isinstance(a, dict) else a for a in agents] if isinstance(agents, list) else agents,
                "trainer.links (theta of each link)")
         air = st.get("air")
@@ -143,14 +161,38 @@ def run(args: argparse.Namespace) -> int:
     return _train_into(run_, args.address, args.no_progress)
 
 
-def _train_into(run_: Run, address: str | None, no_progress: bool) -> int:
+def _reopen(path: Path) -> Run:
+    """The run in ``path`` reopened at its last checkpoint, as ``bsemu zo --resume PATH`` does."""
+    from coordinator.zo.config import ZOConfig
+
+    return start_run(ZOConfig, None, [], path, None, _check, default_name="zo", resume_keys=RESUME_KEYS,
+                     check_checkpoint=check_checkpoint, messages=lambda cfg: bool(cfg.run.log_messages))
+
+
+def _last_row(path: Path) -> dict[str, Any]:
+    """The last metrics row of a run folder, as numbers (what the summary takes from a run's last row)."""
+    import csv
+
+    rows = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
+    out: dict[str, Any] = {}
+    for k, v in (rows[-1] if rows else {}).items():
+        try:
+            out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+        except (TypeError, ValueError):
+            out[k] = v
+    return out
+
+
+def _train_into(run_: Run, address: str | None, no_progress: bool, restarts: int = 0) -> int:
     from coordinator.zo.links import Exchange
-    from coordinator.zo.train import Evaluator, make_trainer, train
+    from coordinator.zo.train import Diverged, Evaluator, make_trainer, train
 
     cfg, rd, start = run_.cfg, run_.rd, run_.start
+    diverged = None
     writer, log = run_.open_logs(metrics_kept=lambda it: it <= start, messages=cfg.run.log_messages)
     exchange = Exchange()
     links = None
+    died, dropped = None, {}
     try:
         if cfg.run.method == "proposed" and cfg.run.backend == "ray":
             from coordinator.zo.ray_links import RayLinks
@@ -160,6 +202,11 @@ def _train_into(run_: Run, address: str | None, no_progress: bool) -> int:
             rd.update_meta(**where)
             log.node_of = {int(k[4:]): v["node"] for k, v in where["placement"].items()}
             log.node_of[-2] = where["driver_node"]
+            if links.keys:                             # the run's public keys (never a secret), one per link
+                from protocol import save_public_keys
+
+                save_public_keys(links.keys, rd.path / "keys")
+        rd.update_meta(secure=bool(links is not None and links.secure))   # CURVE on the links' nodes
         trainer = make_trainer(cfg, log, exchange, links)
         if run_.ck is not None:
             trainer.load_state(run_.ck["trainer"])
@@ -182,21 +229,45 @@ def _train_into(run_: Run, address: str | None, no_progress: bool) -> int:
         def on_ckpt(it: int) -> None:
             run_.checkpoint({"trainer": trainer.state()}, it, writer, log)
 
-        last = train(cfg, trainer, evaluator, cfg.run.iterations, on_row, on_ckpt)
+        try:
+            last = train(cfg, trainer, evaluator, cfg.run.iterations, on_row, on_ckpt)
+        except Diverged as exc:       # its rows and checkpoints so far are finite; no summary
+            diverged = exc
+        dropped = record_dropped("zo", rd, links)   # stray frames the nodes counted and dropped: meta.json
         writer.close()
+        if diverged is None and not last:       # resumed at its end (killed after the last checkpoint): no new row
+            last = _last_row(rd.path / "metrics.csv")
         if bar is not None:
             bar.close()
+    except Exception as exc:
+        died = dead_actor(exc, links)         # a link actor died: restart or one line, never a traceback
+        if died is None:
+            raise
+        writer.close()
     finally:
         summary = log.close()
         if links is not None:
             links.close()
+    if died is not None:
+        if not restart_after_death("zo", rd, died, cfg.run.max_restarts, restarts):
+            return 1
+        # new actors, the last checkpoint reloaded and metrics / messages cut back to it, exactly as --resume
+        return _train_into(_reopen(rd.path), address, no_progress, restarts + 1)
     plots.plot_curves(rd.path / "metrics.csv", ["sum_rate", "train_sum_rate", "bytes"], rd.path / "curves.png",
                       x_key="samples", w=None, title=f"paper 2: {cfg.run.method} ({cfg.algo.update}), N = "
                                                     f"{cfg.scenario.n_links}")
+    if diverged is not None:
+        ck = rd.latest_checkpoint_file()
+        rd.update_meta(end_iteration=diverged.iteration, diverged={"iteration": diverged.iteration,
+                                                                   "quantity": diverged.quantity,
+                                                                   "detail": diverged.detail})
+        kept = f"last finite checkpoint: {ck}" if ck is not None else "no checkpoint was written before it"
+        print(f"bsemu zo: error: {diverged} ({kept}; no summary)", file=sys.stderr)
+        return 1
     final = {"method": cfg.run.method, "update": cfg.algo.update, "n_links": cfg.scenario.n_links,
              "iterations": cfg.run.iterations, **{k: last.get(k) for k in
                                                   ("sum_rate", "max_power", "messages", "scalars", "bytes")},
-             "messages_logged": summary.get("totals", {})}
+             "messages_logged": summary.get("totals", {}), **({"frames_dropped": dropped} if dropped else {})}
     rd.write_json("summary.json", final)
     lines = ["| quantity | value |", "|---|---|"]
     for k in ("method", "update", "n_links", "iterations", "sum_rate", "max_power", "messages", "scalars", "bytes"):
@@ -209,8 +280,11 @@ def _train_into(run_: Run, address: str | None, no_progress: bool) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    import os
+
     from coordinator.zo.config import ZOConfig
-    from deploy.sweeps import EXPERIMENTS, run_experiment
+    from deploy.sweeps import EXPERIMENTS
+    from deploy.sweeps.zo import distinct_runs, execute, plan
 
     names = [n.strip() for n in args.experiments.split(",") if n.strip()]
     bad = [n for n in names if n not in EXPERIMENTS]
@@ -225,10 +299,38 @@ def run_sweep(args: argparse.Namespace) -> int:
     _check(base)
     check_output_dir(args.out, "--out")
     check_output_files(args.out, [f"zo_{n}.{ext}" for n in names for ext in ("csv", "png")], "--out")
-    args.out.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        print(f"running {n} ({args.scale}) ...", file=sys.stderr)
-        csv_path, png_path, text = run_experiment(n, base, args.scale, args.out, args.seeds, args.iterations)
-        print(text)
-        print(f"  -> {csv_path}  {png_path}")
+    plans = plan(list(dict.fromkeys(names)), base, args.scale, args.out, args.seeds, args.iterations)
+    cluster = (args.address or os.environ.get("RAY_ADDRESS") or "").strip() not in ("", "local")
+    parallel = (cluster or LOCAL_PARALLEL) if args.parallel is None else args.parallel
+    parallel = parallel and any(not p.real for p in plans.values())
+    session = None
+    if parallel or args.address:
+        from coordinator.session import ray_session
+
+        session = ray_session(args.address)    # a wrong address: one line, exit 2, before anything is written
+    bar = None
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        runs = distinct_runs(plans)
+        how = "one after another"
+        if parallel:
+            import ray
+
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
+            how = f"as Ray tasks on {len(nodes)} node(s), {cpus:g} CPUs (real-clock runs one at a time, after)"
+        print(f"running {','.join(plans)} ({args.scale}): {len(runs)} runs, {how}", file=sys.stderr)
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(runs), desc="zo-sweep", file=sys.stderr, unit="run")
+        write = print if bar is None else (lambda line: bar.write(line, file=sys.stdout))
+        for _, csv_path, png_path, text in execute(plans, args.out, parallel, None if bar is None else bar.update):
+            write(text)
+            write(f"  -> {csv_path}  {png_path}")
+    finally:
+        if bar is not None:
+            bar.close()
+        if session is not None:
+            session.close()
     return 0

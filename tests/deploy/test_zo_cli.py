@@ -118,6 +118,45 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, bad, needle):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.ray
+def test_parallel_sweep_equals_the_sequential_one_row_for_row(tmp_path):
+    """--parallel: every (configuration, seed) run a Ray task on an embedded Ray, gathered as they finish; the
+    CSVs equal those of the runs one after another (logical clock: deterministic), seeds averaged alike."""
+    common = ["--experiments", "fig2,fig3,fig4,table1,loss", "--iterations", str(ITS), "--seeds", "2",
+              "--no-progress", *TINY]
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    r = _sweep("--out", str(seq), "--no-parallel", *common)
+    assert r.returncode == 0, r.stderr
+    assert "one after another" in r.stderr
+    r = _sweep("--out", str(par), "--parallel", *common)
+    assert r.returncode == 0, r.stderr
+    assert "as Ray tasks" in r.stderr
+    for name in ("fig2", "fig3", "fig4", "table1", "loss"):
+        rows = _rows(par / f"zo_{name}.csv")
+        assert rows and rows == _rows(seq / f"zo_{name}.csv"), name
+        assert (par / f"zo_{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _refused_address() -> str:
+    """127.0.0.1:PORT where nothing listens (a port just bound and released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("address", ["refused", "ray://10.0.0.1:10001", "no-port"])
+def test_sweep_with_a_wrong_address_fails_in_one_line_before_writing(tmp_path, address):
+    address = _refused_address() if address == "refused" else address
+    out = tmp_path / "out"
+    r = _sweep("--out", str(out), "--iterations", "1", "--address", address)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("bsemu zo-sweep: error:"), r.stderr
+    assert address in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
 def _bsemu(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
