@@ -6,6 +6,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
                                  [--value-precision float32|bfloat16|auto]
                                  [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...] [--a2c]
+                                 [--rr-message powers|interference[,...]]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
   centralized  the shipped deploy/configs/3cell_centralized.yaml: 1300 iterations x M = 2000 episodes
@@ -18,6 +19,9 @@ Budgets per scheme (each flag given on the command line overrides it for every s
 With --a2c, the A2C baseline (paper 1 Fig. 9) of the shipped deploy/configs/3cell_a2c.yaml (its step size,
 gradient clipping, M and networks) is trained for as many environment steps as the centralized TRPO budget
 above (rounded up to whole A2C iterations) and printed beside it; a run that diverges is printed as such.
+With --rr-message, the round-robin scheme (partial) is trained once per message variant named
+(trpo.rr_message: powers = paper 1's state, interference = plus the running interference at every user), the
+same seeds, printed as trpo_partial[VARIANT] with the worst and 1st-percentile per-realization ratios.
 The trained policy is evaluated on its deterministic mean action (clipped to [0, Pmax]), as `bsemu
 evaluate` does. The budget (iterations x episodes, environment steps, networks, minutes) is printed
 with the results.
@@ -59,7 +63,7 @@ FLAGS = {"iterations": ("run.iterations", 200), "episodes": ("trpo.episodes", 50
          "value_precision": ("trpo.value_precision", "float32")}
 
 
-def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
+def scheme_config(kind: str, scheme: str, a: argparse.Namespace, rr: tuple[str, ...] = ()) -> TrainConfig:
     """The scheme's budget: its shipped config (or the small default budget), then the flags given."""
     extra = ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []
     path = SHIPPED.get((kind, scheme))
@@ -69,7 +73,7 @@ def scheme_config(kind: str, scheme: str, a: argparse.Namespace) -> TrainConfig:
         if v is not None or path is None:
             sets.append(f"{key}={small if v is None else v}")
     return load_config(TrainConfig, path, [f"scenario.kind={kind}", f"run.scheme={scheme}", "run.backend=inproc",
-                                           f"run.seed={a.seed}"] + extra + sets)
+                                           f"run.seed={a.seed}"] + extra + sets + list(rr))
 
 
 def a2c_config(trpo: TrainConfig, seed: int) -> TrainConfig:
@@ -127,6 +131,8 @@ def main() -> None:
                     "policy of that moment is evaluated too (one more line each, 'trpo_SCHEME@IT')")
     ap.add_argument("--a2c", action="store_true", help="3 cells: the A2C baseline beside TRPO at the same number "
                     "of environment steps as the centralized TRPO budget")
+    ap.add_argument("--rr-message", default=None, help="comma list of trpo.rr_message variants (powers, "
+                    "interference) for the round-robin scheme: one run each, same seeds, trpo_partial[VARIANT]")
     ap.add_argument("--7cell", dest="seven", action="store_true")
     ap.add_argument("--no-3cell", dest="three", action="store_false", help="only the 7-cell schemes")
     a = ap.parse_args()
@@ -149,6 +155,10 @@ def main() -> None:
         schemes = a.schemes.split(",") if a.schemes else (
             ["centralized", "partial", "full"] if kind == "3cell" else ["partial", "full"])
         for scheme in schemes:
+            if a.rr_message and scheme == "partial":      # one run per round-robin message variant
+                for variant in a.rr_message.split(","):
+                    rr_variant(kind, a, variant, problem, base, w, ref)
+                continue
             cfg = scheme_config(kind, scheme, a)
             def report(it, r, dt, steps, scheme=scheme, w=w, ref=ref):
                 print(f"{'trpo_' + scheme + '@' + str(it):<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} "
@@ -168,6 +178,28 @@ def main() -> None:
         for n, res in base.items():
             r = float(res.sum_rate.mean())
             print(f"{n:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f}")
+
+
+def rr_variant(kind: str, a: argparse.Namespace, variant: str, problem, base: dict, w: float, ref: float) -> None:
+    """Train the round-robin scheme with trpo.rr_message=``variant``; print its mean beside WMMSE (and the
+    optimum), with the worst and 1st-percentile per-realization ratios to the reference."""
+    cfg = scheme_config(kind, "partial", a, (f"trpo.rr_message={variant}",))
+    tr = Trainer(cfg, make_backend(cfg))
+    t0 = time.perf_counter()
+    for _ in range(cfg.run.iterations):
+        tr.step()
+    dt = time.perf_counter() - t0
+    per = sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w)
+    r = float(per.mean())
+    cols = []
+    for name in ("wmmse", "optimum"):
+        if name in base:
+            q = per / base[name].sum_rate
+            cols.append(f"x {name} mean {r / float(base[name].sum_rate.mean()):.5f} worst {q.min():.4f} "
+                        f"p1 {np.percentile(q, 1):.4f}")
+    print(f"{'trpo_partial[' + variant + ']':<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {dt / 60:>9.2f} "
+          f"{cfg.run.iterations * cfg.trpo.episodes * scenario_of(cfg).cells:>10}   {'; '.join(cols)}; "
+          f"load {os.getloadavg()[0]:.2f}; {budget(cfg)}", flush=True)
 
 
 if __name__ == "__main__":

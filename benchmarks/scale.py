@@ -10,6 +10,9 @@ on one node (an embedded Ray) and on a 2-node Ray cluster of this machine (``ray
 * TRPO seconds per iteration, round-robin (``partial``) and fully decentralized (``full``), inproc vs ray and
   ray / inproc: small networks (2 x 64 by default), M = 200 episodes, the median of a few iterations after a
   warm-up, the two backends' iterations interleaved so that a change of the machine's load hits both;
+* TRPO with several BSs per actor (``run.bs_per_actor``, e.g. 1, 4 and 19 on 19 cells): inproc and the ray backend
+  with each value up at once, their iterations interleaved in one loop, so that the ray / inproc ratios of the
+  values are measured side by side (one node only);
 * zeroth-order seconds per iteration (paper 2), inproc vs ray, N = 3, 7, 19 links one per actor (synchronous,
   eq. (7), fully connected) and N = 152 links 8 per actor (``run.links_per_actor``) on a random connected graph
   with |N_i| <= 8 (eq. (9), relays), interleaved likewise. Not fully connected at 152: a link's node holds one
@@ -20,8 +23,8 @@ on one node (an embedded Ray) and on a 2-node Ray cluster of this machine (``ray
     python benchmarks/scale.py [--cells 3,7,19] [--users 2,8,8] [--schemes partial,full] [--iters 5]
                                [--episodes 200] [--hidden 64] [--layers 2] [--links 3,7,19,152]
                                [--links-per-actor 1,1,1,8] [--zo-graph full,full,full,8] [--zo-iters 10]
-                               [--zo-b 100] [--skip-cluster]
-                               [--skip-trpo] [--skip-zo]
+                               [--zo-b 100] [--bs-per-actor 1,4,19] [--skip-cluster]
+                               [--skip-trpo] [--skip-pack] [--skip-zo]
 
 Both cluster nodes share this machine's cores: the cluster's figures show the overheads of spreading (node
 affinity, sockets bound to the node's address, CURVE where the run enables it), not speed-ups. The load average
@@ -113,10 +116,11 @@ def mem_text(mem: list[tuple[float, float, float]]) -> str:
 
 
 # ---------------------------------------------------------------- TRPO (paper 1)
-def trpo_config(kind: str, K: int, scheme: str, backend: str, a: argparse.Namespace) -> TrainConfig:
+def trpo_config(kind: str, K: int, scheme: str, backend: str, a: argparse.Namespace, bs_per_actor: int = 1
+                ) -> TrainConfig:
     sets = [f"scenario.kind={kind}", f"scenario.users_per_cell={K}", f"run.scheme={scheme}", f"run.backend={backend}",
             f"trpo.episodes={a.episodes}", f"policy.hidden={a.hidden}", f"policy.layers={a.layers}",
-            "run.placement=spread", "run.eval_slots=0"]
+            "run.placement=spread", "run.eval_slots=0", f"run.bs_per_actor={bs_per_actor}"]
     if kind != "3cell":
         sets.append("scenario.alpha=4.0")      # the 7-cell setting (Scenario.preset), also on 19 cells
     return load_config(TrainConfig, None, sets)
@@ -160,6 +164,58 @@ def trpo_section(a: argparse.Namespace, where: str) -> list[tuple[str, dict[str,
                   f"{r['start_load']:>6.1f} | {mem_text(r['mem']):>37} | {r['inproc']:>11.3f} {r['ray']:>9.3f} "
                   f"{r['ray'] / r['inproc']:>10.2f} | {r['load']:.1f}", flush=True)
             out.append((f"{kind} {scheme}", r))
+    return out
+
+
+def packing_rows(kind: str, K: int, scheme: str, a: argparse.Namespace) -> list[tuple[int, dict[str, Any]]]:
+    """inproc and one ray backend per ``run.bs_per_actor`` value, all up at once, iterations interleaved: one
+    row per value, each with the same inproc column."""
+    cfg_i = trpo_config(kind, K, scheme, "inproc", a)
+    inproc = Trainer(cfg_i, make_backend(cfg_i))
+    steps: dict[str, Callable[[], Any]] = {"inproc": inproc.step}
+    made: dict[int, tuple[Any, float, float]] = {}
+    try:
+        for k in a.bs_per_actor:
+            cfg = trpo_config(kind, K, scheme, "ray", a, bs_per_actor=k)
+            load_before = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            be = make_backend(cfg)
+            made[k] = (be, time.perf_counter() - t0, load_before)
+            tr = Trainer(cfg, be)
+            tr.step()                          # warm-up
+            steps[f"ray {k}"] = tr.step
+        inproc.step()
+        med = interleaved(steps, a.iters)
+        load_after = os.getloadavg()[0]
+        rows = []
+        for k, (be, start_s, load_before) in made.items():
+            mem = actor_memory(be.actors)
+            rows.append((k, {"actors": len(mem), "nodes": nodes_of(be.actors), "start_s": start_s,
+                             "start_load": load_before, "mem": mem, "inproc": med["inproc"], "ray": med[f"ray {k}"],
+                             "load": load_after}))
+    finally:
+        for be, _, _ in made.values():
+            be.close()
+    return rows
+
+
+def packing_section(a: argparse.Namespace, where: str) -> list[tuple[str, dict[str, Any]]]:
+    kind, K = a.kinds[-1], a.users[-1]
+    B = int(kind.removesuffix("cell"))
+    values = ", ".join(str(k) for k in a.bs_per_actor)
+    print(f"\n== TRPO, {where}, {B} cells with run.bs_per_actor = {values} (BSs per actor): inproc and every ray "
+          f"backend up at once, median of {a.iters} interleaved iterations after 1 warm-up ({a.layers}x{a.hidden}, "
+          f"M = {a.episodes}) ==")
+    print(f"{'cells':>5} {'scheme':<8} {'BS/actor':>8} | {'actors':>6} | {'start s':>7} {'(load)':>6} | "
+          f"{'MB/actor: RSS mean / max / peak, PSS':>37} | {'inproc s/it':>11} {'ray s/it':>9} {'ray/inproc':>10} "
+          f"| load")
+    out = []
+    for scheme in a.schemes:
+        for k, r in packing_rows(kind, K, scheme, a):
+            print(f"{B:>5} {scheme:<8} {k:>8} | {r['actors']:>6} | {r['start_s']:>7.2f} {r['start_load']:>6.1f} | "
+                  f"{mem_text(r['mem']):>37} | {r['inproc']:>11.3f} {r['ray']:>9.3f} {r['ray'] / r['inproc']:>10.2f} "
+                  f"| {r['load']:.1f}", flush=True)
+            out.append((f"{kind} {scheme} {k} BS/actor", r))
     return out
 
 
@@ -252,8 +308,11 @@ def main() -> None:
                          "graph with |N_i| <= D)")
     ap.add_argument("--zo-iters", type=int, default=10, help="zeroth order: timed iterations per backend (median)")
     ap.add_argument("--zo-b", type=int, default=100, help="zeroth order: B = B1 + B2 slots per iteration")
+    ap.add_argument("--bs-per-actor", default="1,4,19",
+                    help="TRPO: run.bs_per_actor values compared side by side on the last --cells entry (one node)")
     ap.add_argument("--skip-cluster", action="store_true", help="one node only")
     ap.add_argument("--skip-trpo", action="store_true")
+    ap.add_argument("--skip-pack", action="store_true", help="no run.bs_per_actor rows")
     ap.add_argument("--skip-zo", action="store_true")
     a = ap.parse_args()
     a.kinds = [f"{int(c)}cell" for c in a.cells.split(",")]
@@ -262,6 +321,7 @@ def main() -> None:
     a.links = [int(n) for n in a.links.split(",")]
     a.links_per_actor = [int(n) for n in a.links_per_actor.split(",")]
     a.zo_graph = a.zo_graph.split(",")
+    a.bs_per_actor = [int(k) for k in a.bs_per_actor.split(",") if k]
     if len(a.users) != len(a.kinds) or not len(a.links_per_actor) == len(a.zo_graph) == len(a.links):
         ap.error("--users needs one K per --cells entry, --links-per-actor and --zo-graph one entry per --links entry")
     torch.set_num_threads(1)
@@ -275,7 +335,9 @@ def main() -> None:
     where = "one node (embedded Ray)"
     session = ray_session()
     try:
-        results[where] = ([] if a.skip_trpo else trpo_section(a, where)) + ([] if a.skip_zo else zo_section(a, where))
+        results[where] = (([] if a.skip_trpo else trpo_section(a, where))
+                          + ([] if a.skip_pack or not a.bs_per_actor else packing_section(a, where))
+                          + ([] if a.skip_zo else zo_section(a, where)))
     finally:
         session.close()
     if not a.skip_cluster:

@@ -33,7 +33,7 @@ class RunMessages(MessageLog):
 
     def __init__(self, path: str | Path | None = None, run_id: str = "") -> None:
         super().__init__(path, run_id=run_id[:128])
-        self._seq: dict[tuple[int, int], int] = {}
+        self.next_seq: dict[tuple[int, int], int] = {}   # (sender, receiver) -> next sequence number
         self._iter: dict[int, list[int]] = {}  # kind -> [count, bytes] sent since take_iteration()
         self.node_of: dict[int, str] = {}      # sender / receiver id -> Ray node id (when known): cross-node links
 
@@ -81,8 +81,8 @@ class RunMessages(MessageLog):
         return self.rows_written + len(self._rows)
 
     def _next_seq(self, sender: int, receiver: int) -> int:
-        seq = self._seq.get((sender, receiver), 0)
-        self._seq[(sender, receiver)] = seq + 1
+        seq = self.next_seq.get((sender, receiver), 0)
+        self.next_seq[(sender, receiver)] = seq + 1
         return seq
 
     def _count(self, kind: int, nbytes: int) -> None:

@@ -19,8 +19,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.config import ConfigError
+from coordinator.config import config_field as _f
 
 MODES = ("spread", "pack")
+
+
+# ---------------------------------------------------------------------------------------------- run.* fields
+# where a run's actors go, whether its sockets use CURVE, and what happens when one dies: the same keys, with the
+# same meaning, in the train, zo and execute configs (each names its own actors)
+SECURE_CHOICES = ("auto", "on", "off", True, False)
+
+
+def placement_field(actors: str, actor: str) -> Any:
+    """``run.placement`` of a config whose ray backend starts ``actors`` (named in a map as ``actor``)."""
+    return _f("spread", f"where the {actors} go: spread (round-robin over the cluster's nodes) | pack (the driver's "
+                        f"node) | 'ACTOR:NODE,...' (ACTOR {actor}, NODE an IP, #k or a node-id prefix; the others "
+                        "spread)")
+
+
+def max_restarts_field(actor: str) -> Any:
+    """``run.max_restarts``: restarts of the run's actors from the last checkpoint when ``actor`` dies."""
+    return _f(0, f"ray backend: when {actor} dies, restart the run's actors and continue from the last checkpoint, "
+                 "at most this many times (0: stop with one line naming it and the resume command)", range=(0, 1000))
+
+
+def secure_field(extra: str = "") -> Any:
+    """``run.secure``: CURVE on the run's ZeroMQ nodes (``extra``: what it means for this config's actors)."""
+    return _f("auto", "CURVE on every ZeroMQ node of the run with per-run keys (DESIGN §6b): auto (on whenever a "
+                      "socket binds more than loopback: the actors span nodes or the run joined a cluster by address, "
+                      "or the cluster has a node on another host; off on one machine) | on | off (YAML reads on / "
+                      "off as true / false: the same)" + extra, choices=SECURE_CHOICES)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ the same objects and files as the ``bsemu`` command line::
     api.baselines("7cell", slots=200, methods=["max_power", "wmmse"])
     run = api.read_run(run_dir)                  # config, metrics columns, message and eval summaries
     run.metrics["reward_mbps"]
+    api.message_stats(run_dir).per_kind["POWER_VECTOR"]["sent_bytes"]   # messages.csv per kind, per link
+
+With ``run.tensorboard: true`` (the ``tensorboard`` extra) :func:`train` writes metrics.csv's scalars into the
+run folder's ``tb/`` too, as ``bsemu train`` does (:mod:`deploy.tensorboard`).
 
 Overrides are keywords: ``section__key=value`` (``run__iterations=20``), a section as a mapping
 (``run={"iterations": 20}``) or dotted keys (``**{"run.iterations": 20}``); they are checked as ``--set`` is.
@@ -41,8 +45,8 @@ from coordinator.config import ConfigError
 from coordinator.trpo.config import TrainConfig
 from deploy.config import config_to_dict, from_dict, read_yaml
 
-__all__ = ["configs", "load_config", "train", "evaluate", "baselines", "read_run", "one_thread", "blas_threads",
-           "Trained", "RunRecord"]
+__all__ = ["configs", "load_config", "train", "evaluate", "baselines", "read_run", "message_stats", "one_thread",
+           "blas_threads", "Trained", "RunRecord", "MessageStats"]
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ZO_PREFIX = "zo_"      # paper 2's configs (`bsemu zo`), not loaded here
@@ -199,6 +203,7 @@ def train(cfg: TrainConfig | str | os.PathLike, run_dir: str | os.PathLike | Non
     metrics row (``iteration``, ``reward_mbps``, ``kl``, ...). ``cfg`` may be a name or path
     (:func:`load_config` without overrides). ``address``: a Ray cluster for ``run.backend: ray`` (default
     RAY_ADDRESS, else an embedded local Ray). Returns ``(run_dir, theta)``."""
+    from deploy import tensorboard as tb
     from deploy.commands.train import check_config
     from deploy.rundir import RunDir, default_run_dir
     from deploy.runs import Run
@@ -206,7 +211,7 @@ def train(cfg: TrainConfig | str | os.PathLike, run_dir: str | os.PathLike | Non
     if not isinstance(cfg, TrainConfig):
         name = name or _read_config(cfg)[1]
         cfg = load_config(cfg)
-    check_config(cfg)
+    tb.checked(check_config)(cfg)
     name = name or cfg.method_name
     rd = RunDir.create(run_dir if run_dir is not None else default_run_dir(name), config_to_dict(cfg),
                        cfg.run.seed, name, keep=cfg.run.keep_checkpoints)
@@ -216,45 +221,23 @@ def train(cfg: TrainConfig | str | os.PathLike, run_dir: str | os.PathLike | Non
 
 
 def _train_into(run: Any, progress: Callable[[dict[str, float]], Any] | None, address: str | None) -> np.ndarray:
-    """The training loop of ``bsemu train`` on a fresh run folder (see :func:`train`)."""
-    from coordinator.trpo.backend import make_backend
-    from coordinator.trpo.trainer import Trainer
-    from deploy import plots
-    from deploy.commands.train import CURVE_KEYS, evaluate_run
+    """``bsemu train``'s loop (:func:`deploy.commands.train.train_loop`) on a fresh run folder, then its
+    evaluation (see :func:`train`). A divergence or a dead actor raises :class:`RuntimeError` with the line
+    the command prints (the run folder keeps its rows and checkpoints)."""
+    from deploy.commands.train import evaluate_run, train_loop
 
     cfg, rd = run.cfg, run.rd
-    writer, log = run.open_logs(metrics_kept=lambda it: False)
-    backend = make_backend(cfg, address=address)
-    try:
-        where = backend.meta()                            # each agent's node, IP and clock offset
-        rd.update_meta(**where)
-        if isinstance(where.get("placement"), dict):      # agent id -> node; the coordinator (-2): the driver's
-            log.node_of = {(0 if k == "cu" else int(k[2:])): v["node"] for k, v in where["placement"].items()}
-            log.node_of[-2] = where["driver_node"]
-            for row in getattr(backend, "setup_rows", []):
-                log.record(*row)
-        trainer = Trainer(cfg, backend, log)
-        for it in range(cfg.run.iterations):
-            m = trainer.step()
-            writer.write(m)
-            if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == cfg.run.iterations:
-                run.checkpoint(trainer.state_dict(), it + 1, writer, log)
-            if progress is not None:
-                progress(dict(m))
-        writer.close()
-        log.close()
-        if (rd.path / "metrics.csv").is_file():
-            plots.plot_curves(rd.path / "metrics.csv", CURVE_KEYS, rd.path / "curves.png", w=0.96,
-                              title=f"{cfg.method_name}: raw and EWMA (w = 0.96)")
-        if cfg.run.eval_slots > 0:
-            evaluate_run(cfg, trainer.theta, rd.path / "eval", n=cfg.run.eval_slots, seed=cfg.run.seed + 1,
-                         methods=cfg.run.eval_methods)
-        rd.update_meta(end_iteration=trainer.iteration)
-        return trainer.theta.detach().numpy().copy()
-    finally:
-        writer.close()
-        log.close()
-        backend.close()
+    out = train_loop(run, address, progress)
+    if out.diverged is not None:
+        rd.update_meta(end_iteration=out.diverged.iteration)
+        raise RuntimeError(f"{rd.path}: {out.diverged}")
+    if out.died is not None:
+        raise RuntimeError(f"{rd.path}: {out.died['name']} died; continue with: bsemu train --resume {rd.path}")
+    if cfg.run.eval_slots > 0:
+        evaluate_run(cfg, out.trainer.theta, rd.path / "eval", n=cfg.run.eval_slots, seed=cfg.run.seed + 1,
+                     methods=cfg.run.eval_methods)
+    rd.update_meta(end_iteration=out.trainer.iteration)
+    return out.trainer.theta.detach().numpy().copy()
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
@@ -461,3 +444,91 @@ def read_run(run_dir: str | os.PathLike) -> RunRecord:
     metrics = read_csv(rd.path / "metrics.csv") if (rd.path / "metrics.csv").is_file() else {}
     return RunRecord(rd.path, config, metrics, _json(rd.path / "messages_summary.json"),
                      _json(rd.path / "eval" / "summary.json"), rd.meta())
+
+
+# ---------------------------------------------------------------------------------------------- message_stats
+class MessageStats(NamedTuple):
+    """What :func:`message_stats` returns. Each entry of ``per_kind`` (kind name -> ...), ``per_link``
+    ((sender, receiver) -> ..., every kind together, with ``kinds``: kind name -> the same per kind) and
+    ``totals`` holds ``sent``, ``sent_bytes``, ``received``, ``received_bytes``, ``dropped``, ``dropped_bytes``
+    and, over the messages that crossed a ZeroMQ socket, ``latency_count`` and ``latency_mean_ns``,
+    ``latency_p50_ns``, ``latency_p95_ns``, ``latency_p99_ns`` (NaN without one), ``latency_max_ns``; per link
+    also ``cross_node`` (True / False where the run recorded its nodes, else None). ``summary``: the whole
+    summary of the CSV (per iteration, per phase, per sender, ...), as messages_summary.json has it. Plain
+    dicts: ``pandas.DataFrame.from_dict(stats.per_kind, orient="index")`` makes a table."""
+
+    per_kind: dict[str, dict[str, Any]]
+    per_link: dict[tuple[int, int], dict[str, Any]]
+    totals: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def _flat(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary entry ({event: {count, bytes}}, latency_ns) as flat numbers."""
+    out: dict[str, Any] = {}
+    for event in ("sent", "received", "dropped"):
+        cb = node.get(event, {})
+        out[event], out[f"{event}_bytes"] = int(cb.get("count", 0)), int(cb.get("bytes", 0))
+    lat = node.get("latency_ns") or {}
+    out["latency_count"] = int(lat.get("count", 0))
+    for q in ("mean", "p50", "p95", "p99"):
+        out[f"latency_{q}_ns"] = float(lat.get(q, float("nan")))
+    out["latency_max_ns"] = int(lat["max"]) if lat.get("count") else 0
+    return out
+
+
+def _merged_latency(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The latency entries of several kinds of one link as one (bins added, percentiles recomputed)."""
+    from protocol.latency import refresh_percentiles
+
+    lats = [e["latency_ns"] for e in entries if e.get("latency_ns")]
+    if not lats:
+        return None
+    bins: dict[str, int] = {}
+    for lat in lats:
+        for b, c in lat.get("hist", {}).items():
+            bins[b] = bins.get(b, 0) + int(c)
+    out = {"count": sum(int(x["count"]) for x in lats), "sum": sum(int(x["sum"]) for x in lats),
+           "max": max(int(x["max"]) for x in lats), "hist": bins}
+    refresh_percentiles(out)
+    return out
+
+
+def message_stats(run_dir: str | os.PathLike) -> MessageStats:
+    """A run folder's messages.csv (``bsemu train``, ``zo``, ``execute`` or :func:`train`) as per-kind and
+    per-link statistics (:class:`MessageStats`): the summary messages_summary.json is made of
+    (:func:`protocol.log.summarize_csv`, the same code over the same rows), reshaped into flat numbers; the
+    latency percentiles are those of :mod:`protocol.latency` (log-spaced bins, within 1.2 % of the exact order
+    statistic). Reads, writes nothing."""
+    from deploy.errors import UsageError
+    from deploy.rundir import RunDir
+    from protocol.log import summarize_csv
+
+    rd = RunDir.open(run_dir)
+    csv_path = rd.path / "messages.csv"
+    if not csv_path.is_file():
+        raise UsageError(f"run dir {rd.path}: no messages.csv (a run with run.log_messages: false logs none)")
+    try:
+        summary = summarize_csv(csv_path, run_id=rd.path.name)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UsageError(f"{csv_path}: not a message log ({type(exc).__name__}: {exc}); expected the columns of "
+                         f"protocol.log.COLUMNS") from None
+    nodes = (_json(rd.path / "messages_summary.json") or {}).get("nodes")
+    node_of = nodes if isinstance(nodes, dict) else {}
+    per_kind = {kind: _flat(node) for kind, node in summary["per_kind"].items()}
+    per_link: dict[tuple[int, int], dict[str, Any]] = {}
+    for link, kinds in summary["per_link"].items():
+        s, r = (int(x) for x in link.split("->"))
+        together: dict[str, Any] = {}
+        for node in kinds.values():
+            for event, cb in node.items():
+                if event != "latency_ns":
+                    acc = together.setdefault(event, {"count": 0, "bytes": 0})
+                    acc["count"] += cb["count"]
+                    acc["bytes"] += cb["bytes"]
+        together["latency_ns"] = _merged_latency(list(kinds.values()))
+        ns, nr = node_of.get(str(s)), node_of.get(str(r))
+        per_link[(s, r)] = {**_flat(together), "cross_node": None if ns is None or nr is None else ns != nr,
+                            "kinds": {kind: _flat(node) for kind, node in kinds.items()}}
+    totals = _flat({**summary["totals"], "latency_ns": _merged_latency(list(summary["per_kind"].values()))})
+    return MessageStats(per_kind, per_link, totals, summary)

@@ -84,14 +84,14 @@ class Run:
             self.sequences = next_sequences(path / "messages.csv", None, before_iteration=self.start)
             log = RunMessages.reopen(path / "messages.csv", path.name, before_iteration=self.start)
         # messages carried by calls number on per link where the run left off (RunMessages' counters)
-        log._seq.update({(s, r): n for (via, s, r), n in self.sequences.items() if via == CALL})
+        log.next_seq.update({(s, r): n for (via, s, r), n in self.sequences.items() if via == CALL})
         return self.rd.metrics(), log
 
     def continue_ring(self, backend: Any) -> None:
-        """An in-process round-robin ring (``backend._seqs``, per-link counters of its token hops) resumes its
+        """An in-process round-robin ring (``backend.next_seq``, per-link counters of its token hops) resumes its
         sequence numbers where the checkpoint left them, as an uninterrupted run would have them. (Sockets of a
         ray backend are new nodes, whose links start over at 0: a protocol rule.)"""
-        seqs = getattr(backend, "_seqs", None)
+        seqs = getattr(backend, "next_seq", None)
         if isinstance(seqs, dict):
             seqs.update({(s, r): n for (via, s, r), n in self.sequences.items() if via == MEMORY})
 
@@ -178,7 +178,8 @@ def _resume(cfg_type: type[C], overrides: Sequence[str], resume: Path, check: Ca
     return Run(cfg, rd, str(meta.get("config_name", rd.path.name)), ck)
 
 
-ADDED_KEYS = frozenset({"links.*", "links.loss", "run.placement", "run.secure", "run.max_restarts"})
+ADDED_KEYS = frozenset({"links.*", "links.loss", "run.placement", "run.secure", "run.max_restarts",
+                        "run.tensorboard", "run.bs_per_actor", "trpo.rr_message"})
 """Keys added after run folders were first written; their defaults are what older runs did (no training
 loss, Ray's own placement on one machine, no CURVE on one machine), so a config.yaml without them is not
 damaged but older."""

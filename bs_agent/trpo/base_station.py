@@ -35,7 +35,7 @@ from bs_agent.trpo.nets import (
     set_flat_params,
     unflat,
 )
-from bs_agent.trpo.state import act_dim, obs_dim, relative_powers
+from bs_agent.trpo.state import RR_MESSAGES, InterferenceScale, act_dim, obs_dim, round_robin_extra
 
 
 def wire_round(x: np.ndarray) -> np.ndarray:
@@ -74,6 +74,8 @@ class AgentSpec:
     fvp_stride: int = 1  # Fisher-vector products on every k-th sample, times k (1: exact, all samples)
     value_batches: int = 1  # critic round e on every k-th sample from offset e mod k (1: all samples)
     value_precision: str = "float32"  # 'bfloat16': the critic's hidden layers compute in bfloat16
+    rr_message: str = "powers"  # round-robin message: 'powers' (paper 1) | 'interference' (+ running INR)
+    rr_scale: InterferenceScale | None = None  # the 'interference' variant's constants (state.InterferenceScale)
 
     def __post_init__(self) -> None:
         if self.fvp_stride < 1:
@@ -82,10 +84,19 @@ class AgentSpec:
             raise ValueError(f"value_batches: expected an integer >= 1, got {self.value_batches}")
         if self.value_precision not in VALUE_PRECISIONS:
             raise ValueError(f"value_precision: expected one of {VALUE_PRECISIONS}, got {self.value_precision!r}")
+        if self.rr_message not in RR_MESSAGES:
+            raise ValueError(f"rr_message: expected one of {RR_MESSAGES}, got {self.rr_message!r}")
+        if self.rr_message == "interference" and (self.scheme != "partial" or self.rr_scale is None):
+            raise ValueError("rr_message=interference: the round-robin scheme (partial) with its rr_scale only")
+
+    @property
+    def interference(self) -> bool:
+        """Whether the round-robin message carries the running interference (rr_message='interference')."""
+        return self.rr_message == "interference"
 
     @property
     def obs_dim(self) -> int:
-        return obs_dim(self.scheme, self.B, self.K)
+        return obs_dim(self.scheme, self.B, self.K, self.rr_message)
 
     @property
     def act_dim(self) -> int:
@@ -230,12 +241,14 @@ class BaseStation:
         return self._vout, self._vcache
 
     def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int,
-                lost: np.ndarray | None = None) -> None:
+                lost: np.ndarray | None = None, inr: np.ndarray | None = None) -> None:
         """Round-robin pass n (in place on the token): act on the slots where this BS is at step n,
         from its CSI plus the powers decided so far; write its powers and flag into the token.
         ``p_frac`` [M, L], ``decided`` [M, B], ``position`` [M] this BS's step in each slot's order;
         ``lost`` [M]: slots whose vector from the predecessor was lost — the BS sees every predecessor as
-        undecided there (the execution phase's ``undecided`` fallback), and passes on only its own powers."""
+        undecided there (the execution phase's ``undecided`` fallback), and passes on only its own powers.
+        ``inr`` [M, L] (rr_message='interference'): the running interference at every user, to which this BS adds
+        its own (rounded to the wire's float32, as the powers)."""
         rows = np.nonzero(position == n)[0]
         if rows.size == 0:
             return
@@ -243,11 +256,17 @@ class BaseStation:
             gone = rows[lost[rows]]
             p_frac[gone] = 0.0
             decided[gone] = False
+            if inr is not None:
+                inr[gone] = 0.0
         K, b = self.spec.K, self.bs_id
-        extra = relative_powers(p_frac[rows], decided[rows], b, K)
+        extra = round_robin_extra(p_frac[rows], decided[rows], b, K, None if inr is None else inr[rows],
+                                  self.spec.rr_scale)
         frac = self.act(rows, extra)
         p_frac[rows, b * K:(b + 1) * K] = wire_round(frac)
         decided[rows, b] = True
+        if inr is not None:
+            inr[rows] = wire_round(inr[rows] + self.spec.rr_scale.added(self.csi[rows], p_frac[rows, b * K:(b + 1) * K],
+                                                                        b, K))
 
     def finish_acting(self) -> np.ndarray:
         """Freeze pi_old on the batch (from the forward pass of acting); returns V(s) [M] of the critic."""

@@ -195,14 +195,17 @@ class ExecNode:
         width = setup.L if setup.role == "cu" else setup.K
         self.rec = SlotRecords(n_slots, width)
         L, B, K = setup.L, setup.B, setup.K
+        # rr_message='interference': the round-robin vector carries the running interference "inr" too
+        self.inr = np.zeros(L, np.float32) if setup.spec is not None and setup.spec.interference else None
         self.inbox = _Inbox(node, self.rec, self.logical, {
-            int(Kind.POWER_VECTOR): {"p": L, "decided": B}, int(Kind.CSI_UPLOAD): {"gains": L},
+            int(Kind.POWER_VECTOR): {"p": L, "decided": B, **({} if self.inr is None else {"inr": L})},
+            int(Kind.CSI_UPLOAD): {"gains": L},
             int(Kind.POWER_ASSIGNMENT): {"p": K}})
         self.policy = LeanPolicy(setup.spec, setup.theta) if setup.theta is not None else None
         if setup.role == "bs" and setup.scheme != "centralized":
             self.state = SlotState(setup.spec, setup.node_id, setup.norm)
         L, B = setup.L, setup.B
-        self.last_token: tuple[np.ndarray, np.ndarray] | None = None   # round-robin: last vector received
+        self.last_token: tuple | None = None   # round-robin: last vector received (p, decided, inr or None)
         self.last_csi: dict[int, np.ndarray] = {}                       # central unit: last upload per BS
         self.mean_gain = float(10.0 ** (setup.norm.mean_db / 10.0))
         self.p = np.zeros(L, np.float32)
@@ -248,10 +251,12 @@ class ExecNode:
         s, rec, b, K = self.s, self.rec, self.s.node_id, self.s.K
         self.state.set_csi(csi)
         pos = int(np.flatnonzero(order == b)[0])
-        p, decided = self.p, self.decided
+        p, decided, inr = self.p, self.decided, self.inr
         if pos == 0:
             p[:] = 0.0
             decided[:] = 0.0
+            if inr is not None:
+                inr[:] = 0.0
             rec.t_in[slot] = rec.t_csi[slot]
         else:
             prev = int(order[pos - 1])
@@ -260,25 +265,34 @@ class ExecNode:
                 env, rec.t_in[slot] = got[prev]
                 p[:] = env.payload["p"]
                 decided[:] = env.payload["decided"]
-                self.last_token = (p.copy(), decided.copy())
+                if inr is not None:
+                    inr[:] = env.payload["inr"]
+                self.last_token = (p.copy(), decided.copy(), None if inr is None else inr.copy())
             else:
                 rec.flags[slot] |= MISSING_INPUT
                 rec.t_in[slot] = now_ns()
                 if s.fallback == "last" and self.last_token is not None:
-                    p[:], decided[:] = self.last_token
+                    p[:], decided[:] = self.last_token[:2]
                     decided[b] = 0.0
+                    if inr is not None:
+                        inr[:] = self.last_token[2]
                 else:
                     p[:] = 0.0
                     decided[:] = 0.0
+                    if inr is not None:
+                        inr[:] = 0.0
                 p[b * K:(b + 1) * K] = 0.0            # it has not decided in this slot yet
-        self.state.set_powers(p, decided)
+        self.state.set_powers(p, decided, inr)
         frac = self.policy(self.state.state)
         rec.frac[slot] = frac
         if pos + 1 < len(order):
             p[b * K:(b + 1) * K] = frac
             decided[b] = 1.0
-            self.node.send(int(order[pos + 1]), Envelope(Kind.POWER_VECTOR, b, int(order[pos + 1]), slot, 0,
-                                                         {"p": p, "decided": decided.astype(np.int64)}))
+            vector = {"p": p, "decided": decided.astype(np.int64)}
+            if inr is not None:
+                inr[:] = inr + self.state.added_inr(frac)
+                vector["inr"] = inr
+            self.node.send(int(order[pos + 1]), Envelope(Kind.POWER_VECTOR, b, int(order[pos + 1]), slot, 0, vector))
         rec.t_out[slot] = now_ns()
 
     def _upload_and_wait(self, slot: int, csi: np.ndarray, t_end_ns: int) -> None:

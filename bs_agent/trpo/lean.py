@@ -65,8 +65,9 @@ class LeanPolicy:
 
 class SlotState:
     """What BS ``b`` feeds its policy in one slot, relative to itself (DESIGN §3): its own normalised gains
-    to every user (own cell first), then for the round-robin the powers decided so far and the decided flags
-    in the same order. Index arrays are computed once."""
+    to every user (own cell first), then for the round-robin the powers decided so far (with
+    rr_message='interference' then the running interference's features) and the decided flags in the same
+    order. Index arrays are computed once."""
 
     def __init__(self, spec: AgentSpec, b: int, norm: GainNorm) -> None:
         B, K = spec.B, spec.K
@@ -75,16 +76,26 @@ class SlotState:
         self.p_index = (order[:, None] * K + np.arange(K)[None, :]).ravel()   # [L] links in b's relative order
         self.flag_index = order
         self.state = np.zeros(spec.obs_dim, np.float32)
+        self.scale = spec.rr_scale if spec.interference else None
 
     def set_csi(self, gains_b: np.ndarray) -> None:
         """This BS's linear gains to every user [L] (link order): its local CSI of the slot."""
         self.state[:self.B * self.K] = self.norm(np.asarray(gains_b, np.float64)[self.p_index])
 
-    def set_powers(self, p_frac: np.ndarray, decided: np.ndarray) -> None:
-        """The round-robin token: fractions so far [L] (0 where undecided) and flags [B]."""
+    def set_powers(self, p_frac: np.ndarray, decided: np.ndarray, inr: np.ndarray | None = None) -> None:
+        """The round-robin token: fractions so far [L] (0 where undecided), flags [B] and, with
+        rr_message='interference', the running interference / noise at every user ``inr`` [L]."""
         L = self.B * self.K
         self.state[L:2 * L] = p_frac[self.p_index]
-        self.state[2 * L:] = decided[self.flag_index]
+        if self.scale is not None:
+            self.state[2 * L:3 * L] = self.scale.features(inr[self.p_index])
+        self.state[-self.B:] = decided[self.flag_index]
+
+    def added_inr(self, frac: np.ndarray) -> np.ndarray:
+        """[L] the interference / noise this BS adds at every user with its fractions ``frac`` [K] (from the
+        normalised CSI in the state, as in training)."""
+        L = self.B * self.K
+        return self.scale.added(self.state[None, :L], np.asarray(frac, np.float64)[None], self.b, self.K)[0]
 
 
 def central_state(norm: GainNorm, user_bs: np.ndarray) -> np.ndarray:

@@ -27,9 +27,13 @@ def agent_csi(spec: AgentSpec, gains_norm: np.ndarray, agent: int) -> np.ndarray
     return local_csi(gains_norm, agent, spec.K)
 
 
-def token_payload(p_frac: np.ndarray, decided: np.ndarray) -> dict[str, np.ndarray]:
-    """The round-robin token on the wire: powers so far [M, L] (float32), decided flags [M, B]."""
-    return {"p": p_frac.astype(np.float32), "decided": decided.astype(np.int64)}
+def token_payload(p_frac: np.ndarray, decided: np.ndarray, inr: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The round-robin token on the wire: powers so far [M, L] (float32), decided flags [M, B], and with
+    rr_message='interference' the running interference at every user ``inr`` [M, L] (float32, / noise)."""
+    out = {"p": p_frac.astype(np.float32), "decided": decided.astype(np.int64)}
+    if inr is not None:
+        out["inr"] = inr.astype(np.float32)
+    return out
 
 
 Crit = tuple[np.ndarray, float] | None
@@ -82,8 +86,8 @@ class AgentOps:
         return self.bs.act()
 
     def rr_pass(self, p_frac: np.ndarray, decided: np.ndarray, position: np.ndarray, n: int,
-                lost: np.ndarray | None = None) -> None:
-        self.bs.rr_pass(p_frac, decided, position, n, lost)
+                lost: np.ndarray | None = None, inr: np.ndarray | None = None) -> None:
+        self.bs.rr_pass(p_frac, decided, position, n, lost, inr)
 
     # ---- learning shares
     def start_learning(self, returns: np.ndarray, step_w: np.ndarray, critic: bool = False

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from bs_agent.trpo.execution import FALLBACKS
 from coordinator.config import ConfigError
 from coordinator.config import config_field as _f
-from coordinator.placement import check_placement
+from coordinator.placement import check_placement, placement_field, secure_field
 from coordinator.trpo.config import ScenarioConfig
 from protocol.links import LinkModel
 
@@ -76,14 +76,8 @@ class ExecRunConfig:
                            range=(0, 1_000_000))
     lead_ms: float = _f(50.0, "real clock: the first slot starts this long after the nodes are ready",
                         range=(0.0, 1e5))
-    placement: str = _f("spread", "where the actors go: spread (round-robin over the cluster's nodes) | pack (the "
-                                  "driver's node) | 'ACTOR:NODE,...' (ACTOR a BS index or cu, NODE an IP, #k or a "
-                                  "node-id prefix; the others spread)")
-    secure: str | bool = _f("auto", "CURVE on every ZeroMQ node of the run with per-run keys (DESIGN §6b): auto (on "
-                            "whenever a socket binds more than loopback: the actors span nodes or the run joined a "
-                            "cluster by address, or the cluster has a node on another host; off on one machine) | on | "
-                            "off (YAML reads on / off as true / false: the same)",
-                            choices=("auto", "on", "off", True, False))
+    placement: str = placement_field("actors", "a BS index or cu")
+    secure: str | bool = secure_field()
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def make_backend(cfg: TrainConfig, address: str | None = None) -> AgentBackend:
     from coordinator.trpo.ray_backend import RayBackend
 
     return RayBackend(spec, seeds, address=address, threads=cfg.run.threads, placement=cfg.run.placement,
-                      secure=cfg.run.secure)
+                      secure=cfg.run.secure, bs_per_actor=cfg.run.bs_per_actor)
 
 
 def ring_hop(rows: list[Row], seqs: dict[tuple[int, int], int], sender: int, receiver: int, iteration: int,
@@ -127,7 +127,7 @@ class InprocBackend:
         self.spec = spec
         self.threads = int(threads)
         self.agents = [AgentOps(i, spec, s) for i, s in zip(agent_ids(spec), sample_seeds, strict=True)]
-        self._seqs: dict[tuple[int, int], int] = {}
+        self.next_seq: dict[tuple[int, int], int] = {}   # ring link (sender, receiver) -> next sequence number
 
     # ---- parameters
     def set_policy(self, theta: np.ndarray) -> None:
@@ -177,12 +177,14 @@ class InprocBackend:
         M, B = position.shape
         p_frac = np.zeros((M, B * self.spec.K))
         decided = np.zeros((M, B), dtype=bool)
+        inr = np.zeros_like(p_frac) if self.spec.interference else None   # trpo.rr_message=interference
         rows: list[Row] = []
         for n in range(B):
             for b, a in enumerate(self.agents):
-                a.rr_pass(p_frac, decided, position[:, b], n, None if lost is None else lost[:, b])
+                a.rr_pass(p_frac, decided, position[:, b], n, None if lost is None else lost[:, b], inr)
                 if log_hops and not (n == B - 1 and b == B - 1):
-                    ring_hop(rows, self._seqs, b, (b + 1) % B, iteration, token_payload(p_frac, decided), run_id)
+                    ring_hop(rows, self.next_seq, b, (b + 1) % B, iteration, token_payload(p_frac, decided, inr),
+                             run_id)
         return p_frac, rows
 
     # ---- learning shares

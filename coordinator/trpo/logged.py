@@ -18,6 +18,7 @@ What a training iteration exchanges (paper 1, DESIGN §3), in the order logged:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
 
 import numpy as np
 import torch
@@ -60,7 +61,9 @@ class LoggedBackend:
             if position is None:
                 raise ValueError("round-robin sampling needs the slots' orders (position)")
             frac, hops = raw.act_round_robin(position, it, log.run_id, gains_norm=gains_norm, lost=lost)
-            log.record_rows(hops, via=MEMORY if raw.name == "inproc" else SOCKET)
+            memory = getattr(raw, "memory_links", frozenset())   # ray: the hops between BSs of one actor
+            for in_memory, rows in groupby(hops, lambda r: raw.name == "inproc" or (r[2], r[3]) in memory):
+                log.record_rows(rows, via=MEMORY if in_memory else SOCKET)
             log.carried(Kind.POWER_VECTOR, B - 1, COORDINATOR, it, {"p": frac}, t)
             self.lost = 0 if lost is None else int(lost.sum())
             if lost is not None:
@@ -74,7 +77,8 @@ class LoggedBackend:
         the slot within the batch, nbytes the size of that slot's vector alone."""
         B, L = self.spec.B, self.spec.B * self.spec.K
         order = np.argsort(position, axis=1)
-        nbytes = frame_size(Envelope(Kind.POWER_VECTOR, 0, 0, it, 0, token_payload(np.zeros(L), np.zeros(B))))
+        inr = np.zeros(L) if self.spec.interference else None      # rr_message=interference: the INR too
+        nbytes = frame_size(Envelope(Kind.POWER_VECTOR, 0, 0, it, 0, token_payload(np.zeros(L), np.zeros(B), inr)))
         via, self.log.via = self.log.via, MEMORY
         for m, b in zip(*np.nonzero(lost), strict=True):
             pred = int(order[m, position[m, b] - 1])

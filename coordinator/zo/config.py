@@ -20,7 +20,7 @@ from bs_agent.zo.host import LinkSetup
 from bs_agent.zo.policy import MLPSpec, feature_norm, state_dim
 from coordinator.config import ConfigError
 from coordinator.config import config_field as _f
-from coordinator.placement import check_placement
+from coordinator.placement import check_placement, max_restarts_field, placement_field, secure_field
 from coordinator.zo.graphs import diameter, fully_connected, random_connected_graph
 from protocol.links import LinkModel
 from radio.channels import Scenario
@@ -134,19 +134,13 @@ class ZORunConfig:
     checkpoint_every: int = _f(500, "checkpoint every this many iterations", range=(1, 100_000_000))
     keep_checkpoints: int = _f(3, "checkpoints kept", range=(1, 1000))
     log_messages: bool = _f(True, "write one CSV row per message (messages.csv)")
-    placement: str = _f("spread", "where the ray backend's link actors go: spread (round-robin over the cluster's "
-                                  "nodes) | pack (the driver's node) | 'ACTOR:NODE,...' (ACTOR an actor index, NODE an "
-                                  "IP, #k or a node-id prefix; the others spread)")
-    max_restarts: int = _f(0, "ray backend: when a link actor dies, restart the run's actors and continue from the "
-                              "last checkpoint, at most this many times (0: stop with one line naming it and the "
-                              "resume command)", range=(0, 1000))
-    secure: str | bool = _f("auto", "CURVE on every ZeroMQ node of the run with per-run keys (DESIGN §6b): auto (on "
-                            "whenever a socket binds more than loopback: the actors span nodes or the run joined a "
-                            "cluster by address, or the cluster has a node on another host; off on one machine) | on | "
-                            "off (YAML reads on / off as true / false: the same). Secure with run.links_per_actor > "
-                            "1: each link gets its own ZeroMQ context and co-hosted links talk over authenticated TCP, "
-                            "not inproc. The air port (coordinator <-> links) stays in clear",
-                            choices=("auto", "on", "off", True, False))
+    placement: str = placement_field("ray backend's link actors", "an actor index")
+    max_restarts: int = max_restarts_field("a link actor")
+    secure: str | bool = secure_field(". Secure with run.links_per_actor > 1: each link gets its own ZeroMQ "
+                                      "context and co-hosted links talk over authenticated TCP, not inproc. The "
+                                      "air port (coordinator <-> links) stays in clear")
+    tensorboard: bool = _f(False, "also write metrics.csv's scalars as TensorBoard event files into the run folder's "
+                                  "tb/ (one step per metrics row, at its iteration; needs the tensorboard extra)")
 
 
 @dataclass(frozen=True)

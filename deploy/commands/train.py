@@ -7,17 +7,19 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from coordinator.trpo.config import TrainConfig
 from deploy import plots
+from deploy import tensorboard as tb
 from deploy.config import ConfigError, check_memory, memory_budget_bytes
 from deploy.errors import UsageError
 from deploy.rundir import RunDir, RunDirError, check_output_dir, check_output_files
-from deploy.runs import dead_actor, read_run_config, record_dropped, restart_after_death, start_run
+from deploy.runs import Run, dead_actor, read_run_config, record_dropped, restart_after_death, start_run
 
 if TYPE_CHECKING:
     from coordinator.trpo.trainer import Diverged
@@ -27,7 +29,8 @@ CURVE_KEYS = ("reward_mbps", "kl", "backtracks", "value_loss", "seconds")
 # computes; everything else (scenario, networks, hyper-parameters, scheme, algorithm, seed) made the
 # checkpoint and stays
 RESUME_KEYS = ("run.iterations", "run.checkpoint_every", "run.keep_checkpoints", "run.eval_slots",
-               "run.eval_methods", "run.threads", "run.backend", "run.placement", "run.max_restarts")
+               "run.eval_methods", "run.threads", "run.backend", "run.placement", "run.max_restarts",
+               "run.tensorboard", "run.bs_per_actor")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -125,23 +128,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- train
-def run_train(args: argparse.Namespace) -> int:
+class Outcome(NamedTuple):
+    """How :func:`train_loop` ended: the trainer (its parameters; None if the backend failed to start), the
+    :class:`Diverged` that stopped it, or the actor that died (:func:`deploy.runs.dead_actor`)."""
+
+    trainer: Any
+    diverged: Diverged | None = None
+    died: dict[str, str] | None = None
+
+
+def train_loop(run: Run, address: str | None, progress: Callable[[dict[str, float]], Any] | None = None,
+               bar: bool = False) -> Outcome:
+    """The training loop that ``bsemu train`` and :func:`deploy.api.train` share, on the run folder of ``run``
+    (new or resumed): logs opened (cut back to the checkpoint), the backend started and its nodes, keys and
+    clock pings recorded, iterations from the checkpoint to ``run.iterations`` with metrics rows (and
+    TensorBoard), checkpoints, ``progress(row)`` after each, the stray frames counted, the logs closed and
+    curves.png drawn. A divergence stops it (nothing of that iteration kept); a dead actor is returned, any
+    other error raised; the backend is closed either way. Not evaluated here."""
     import torch
-    from tqdm import tqdm
 
-    from coordinator.trpo.config import TrainConfig
-
-    run = start_run(TrainConfig, args.config, args.overrides, args.resume, args.run_dir, check_config,
-                    resume_keys=RESUME_KEYS, check_checkpoint=check_checkpoint)
-    cfg, rd, ck, start = run.cfg, run.rd, run.ck, run.start
-    torch.set_num_threads(1)
     from coordinator.trpo.backend import make_backend
     from coordinator.trpo.trainer import Diverged, Trainer
     from protocol import save_public_keys
 
+    cfg, rd, ck, start = run.cfg, run.rd, run.ck, run.start
+    torch.set_num_threads(1)
     writer, log = run.open_logs(metrics_kept=lambda it: it < start)
-    backend = make_backend(cfg, address=args.address)
+    writer = tb.tee(writer, cfg, rd.path)     # run.tensorboard: metrics.csv's rows into tb/ too
+    backend = make_backend(cfg, address=address)
     run.continue_ring(backend)                # a resumed in-process ring numbers its hops on where it left off
+    trainer = diverged = None
     try:
         where = backend.meta()                # each agent's node, IP and clock offset
         rd.update_meta(**where, secure=bool(getattr(backend, "secure", False)))   # CURVE on the run's nodes
@@ -155,55 +171,67 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, backend, log)
         if ck is not None:
             trainer.load_state_dict(ck)
-        print(f"bsemu train: {cfg.method_name} ({cfg.run.backend}) -> {rd.path}"
-              + (f" (resuming at iteration {start})" if ck is not None else ""), file=sys.stderr)
-        bar = tqdm(range(start, cfg.run.iterations), initial=start, total=cfg.run.iterations,
-                   disable=args.no_progress, desc=cfg.method_name, unit="it")
-        diverged = None
-        for it in bar:
+        from tqdm import tqdm
+
+        its = tqdm(range(start, cfg.run.iterations), initial=start, total=cfg.run.iterations, disable=not bar,
+                   desc=cfg.method_name, unit="it")
+        for it in its:
             try:
                 m = trainer.step()
             except Diverged as exc:       # nothing of this iteration is kept: no row, no checkpoint
                 diverged = exc
                 break
             writer.write(m)
-            bar.set_postfix(reward_mbps=f"{m['reward_mbps']:.1f}", kl=f"{m['kl']:.4f}", bt=m["backtracks"])
+            its.set_postfix(reward_mbps=f"{m['reward_mbps']:.1f}", kl=f"{m['kl']:.4f}", bt=m["backtracks"])
             if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == cfg.run.iterations:
                 run.checkpoint(trainer.state_dict(), it + 1, writer, log)
+            if progress is not None:
+                progress(dict(m))
+        its.close()
         record_dropped("train", rd, backend)   # stray frames the nodes counted and dropped: meta.json
         writer.close()
         log.close()  # messages.csv complete; messages_summary.json / .md beside it
         if (rd.path / "metrics.csv").is_file():
             plots.plot_curves(rd.path / "metrics.csv", CURVE_KEYS, rd.path / "curves.png", w=0.96,
                               title=f"{cfg.method_name}: raw and EWMA (w = 0.96)")
-        if diverged is not None:
-            bar.close()
-            return _diverged(diverged, rd)
-        if cfg.run.eval_slots > 0:
-            summary = evaluate_run(cfg, trainer.theta, rd.path / "eval", n=cfg.run.eval_slots,
-                                   seed=cfg.run.seed + 1, methods=cfg.run.eval_methods)
-            tm = summary["methods"][cfg.method_name]
-            print(f"bsemu train: held-out {cfg.method_name}: {tm['mean_mbps']:.2f} Mbps; "
-                  + ", ".join(f"{k} {v['mean_mbps']:.2f}" for k, v in summary["methods"].items()
-                              if k != cfg.method_name), file=sys.stderr)
-        rd.update_meta(end_iteration=trainer.iteration)
+        return Outcome(trainer, diverged)
     except Exception as exc:
         died = dead_actor(exc, backend)       # an actor of the run died: restart or one line, never a traceback
         if died is None:
             raise
-        writer.close()
-    else:
-        died = None
+        return Outcome(trainer, None, died)
     finally:
+        writer.close()
         log.close()
         backend.close()
-    if died is not None:
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from coordinator.trpo.config import TrainConfig
+
+    run = start_run(TrainConfig, args.config, args.overrides, args.resume, args.run_dir, tb.checked(check_config),
+                    resume_keys=RESUME_KEYS, check_checkpoint=check_checkpoint)
+    cfg, rd = run.cfg, run.rd
+    print(f"bsemu train: {cfg.method_name} ({cfg.run.backend}) -> {rd.path}"
+          + (f" (resuming at iteration {run.start})" if run.ck is not None else ""), file=sys.stderr)
+    out = train_loop(run, args.address, bar=not args.no_progress)
+    if out.died is not None:
         done = getattr(args, "restarts", 0)
-        if not restart_after_death("train", rd, died, cfg.run.max_restarts, done):
+        if not restart_after_death("train", rd, out.died, cfg.run.max_restarts, done):
             return 1
         # new actors, the last checkpoint reloaded and metrics / messages cut back to it, exactly as --resume
         return run_train(argparse.Namespace(**{**vars(args), "config": None, "overrides": [], "run_dir": None,
                                                 "resume": rd.path, "restarts": done + 1}))
+    if out.diverged is not None:
+        return _diverged(out.diverged, rd)
+    if cfg.run.eval_slots > 0:
+        summary = evaluate_run(cfg, out.trainer.theta, rd.path / "eval", n=cfg.run.eval_slots,
+                               seed=cfg.run.seed + 1, methods=cfg.run.eval_methods)
+        tm = summary["methods"][cfg.method_name]
+        print(f"bsemu train: held-out {cfg.method_name}: {tm['mean_mbps']:.2f} Mbps; "
+              + ", ".join(f"{k} {v['mean_mbps']:.2f}" for k, v in summary["methods"].items()
+                          if k != cfg.method_name), file=sys.stderr)
+    rd.update_meta(end_iteration=out.trainer.iteration)
     print(rd.path)
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import plots
+from deploy import tensorboard as tb
 from deploy.config import check_memory, load_config
 from deploy.errors import UsageError
 from deploy.rundir import RunDirError, check_output_dir, check_output_files
@@ -18,7 +19,8 @@ from deploy.runs import Run, dead_actor, record_dropped, restart_after_death, st
 # packed into actors and placed; everything else (network, policies, algorithm, method, backend and clock -- the
 # checkpoint's link states are backend-specific --, seed, message logging) made the checkpoint and stays
 RESUME_KEYS = ("run.iterations", "run.checkpoint_every", "run.keep_checkpoints", "run.eval_every",
-               "run.eval_sequences", "run.eval_slots", "run.links_per_actor", "run.placement", "run.max_restarts")
+               "run.eval_sequences", "run.eval_slots", "run.links_per_actor", "run.placement", "run.max_restarts",
+               "run.tensorboard")
 
 
 LOCAL_PARALLEL = False
@@ -155,8 +157,8 @@ def check_checkpoint(cfg: Any, ck: dict[str, Any], f: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from coordinator.zo.config import ZOConfig
 
-    run_ = start_run(ZOConfig, args.config, args.overrides, args.resume, args.run_dir, _check, default_name="zo",
-                     resume_keys=RESUME_KEYS, check_checkpoint=check_checkpoint,
+    run_ = start_run(ZOConfig, args.config, args.overrides, args.resume, args.run_dir, tb.checked(_check),
+                     default_name="zo", resume_keys=RESUME_KEYS, check_checkpoint=check_checkpoint,
                      messages=lambda cfg: bool(cfg.run.log_messages))
     return _train_into(run_, args.address, args.no_progress)
 
@@ -190,6 +192,7 @@ def _train_into(run_: Run, address: str | None, no_progress: bool, restarts: int
     cfg, rd, start = run_.cfg, run_.rd, run_.start
     diverged = None
     writer, log = run_.open_logs(metrics_kept=lambda it: it <= start, messages=cfg.run.log_messages)
+    writer = tb.tee(writer, cfg, rd.path)     # run.tensorboard: metrics.csv's rows into tb/ too
     exchange = Exchange()
     links = None
     died, dropped = None, {}
@@ -275,8 +278,26 @@ def _train_into(run_: Run, address: str | None, no_progress: bool, restarts: int
         lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
     (rd.path / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    for w in suspicious(last):
+        print(f"bsemu zo: warning: {w}", file=sys.stderr)
     print(f"run folder: {rd.path}")
     return 0
+
+
+def suspicious(last: dict[str, Any]) -> list[str]:
+    """Warnings for a run that finished but probably learned nothing: most received d discarded as stale
+    (delays the update rule cannot use), or a final held-out sum-rate not above max power's."""
+    out = []
+    received = float(last.get("messages") or 0) - float(last.get("dropped") or 0)
+    stale = float(last.get("stale_d") or 0)
+    if received > 0 and stale >= 0.5 * received:
+        out.append(f"{stale:.0f} of {received:.0f} received d were discarded as stale: the update rule cannot use "
+                   "what the links' delays deliver (try algo.update=async or graph)")
+    rate, mp = last.get("sum_rate"), last.get("max_power")
+    if isinstance(rate, float) and isinstance(mp, float) and rate <= mp:
+        out.append(f"the final held-out sum-rate {rate:.4f} is not above max power's {mp:.4f}: the policies "
+                   "learned nothing useful (more iterations, another step size, or less delay / loss)")
+    return out
 
 
 def run_sweep(args: argparse.Namespace) -> int:

@@ -200,3 +200,87 @@ def test_read_run(trained):
     assert run.messages["totals"]["sent"]["count"] > 0
     assert set(run.eval["methods"]) == {"trpo_partial", "max_power", "wmmse"}
     assert run.meta["config_name"] == "trpo_partial" and run.path == Path(run_dir)
+
+
+# ---------------------------------------------------------------------------------------------- message_stats
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _hand_counts(rows: list[dict[str, str]], key) -> dict:
+    """key(row) -> {event: count, event_bytes: bytes}, counted row by row."""
+    out: dict = {}
+    for r in rows:
+        acc = out.setdefault(key(r), {})
+        acc[r["event"]] = acc.get(r["event"], 0) + 1
+        acc[r["event"] + "_bytes"] = acc.get(r["event"] + "_bytes", 0) + int(r["nbytes"])
+    return out
+
+
+def _assert_counts(stats: dict, hand: dict) -> None:
+    assert set(stats) == set(hand)
+    for k, h in hand.items():
+        for event in ("sent", "received", "dropped"):
+            assert (stats[k][event], stats[k][event + "_bytes"]) == (h.get(event, 0), h.get(event + "_bytes", 0)), k
+
+
+def test_message_stats_equal_hand_counts_and_the_summary(tmp_path):
+    """A round-robin run whose power vectors are lost with probability 0.3: per kind, per link and in total the
+    messages, bytes and drops of messages.csv counted row by row, and messages_summary.json's totals."""
+    import shutil
+
+    from deploy.errors import UsageError
+
+    cfg = api.load_config("demo", **{**TINY, "run.eval_slots": 0, "links.loss": 0.3})
+    run_dir, _ = api.train(cfg, run_dir=tmp_path / "lossy")
+    stats = api.message_stats(run_dir)
+    rows = _csv_rows(run_dir / "messages.csv")
+    _assert_counts(stats.per_kind, _hand_counts(rows, lambda r: r["kind"]))
+    _assert_counts(stats.per_link, _hand_counts(rows, lambda r: (int(r["sender"]), int(r["receiver"]))))
+    for link, entry in stats.per_link.items():
+        _assert_counts(entry["kinds"], _hand_counts([r for r in rows if (int(r["sender"]), int(r["receiver"]))
+                                                     == link], lambda r: r["kind"]))
+    _assert_counts({"all": stats.totals}, _hand_counts(rows, lambda r: "all"))
+    assert stats.per_kind["POWER_VECTOR"]["dropped"] > 0                # the lossy links' drops are there
+    written = json.loads((run_dir / "messages_summary.json").read_text())
+    for event in ("sent", "received", "dropped"):
+        cb = written["totals"].get(event, {"count": 0, "bytes": 0})
+        assert (stats.totals[event], stats.totals[event + "_bytes"]) == (cb["count"], cb["bytes"])
+    assert stats.summary["per_kind"] == written["per_kind"]              # one summary code, same rows
+    assert stats.totals["latency_count"] == 0 and np.isnan(stats.totals["latency_p50_ns"])   # nothing crossed a socket
+    no_log = tmp_path / "no_log"
+    shutil.copytree(run_dir, no_log)
+    (no_log / "messages.csv").unlink()
+    with pytest.raises(UsageError, match=r"no messages\.csv"):
+        api.message_stats(no_log)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_message_stats_latencies_of_a_socket_run(tmp_path):
+    """A zeroth-order run with the links as Ray actors exchanging d over ZeroMQ: every received message crossed a
+    socket; the latency counts, maxima and means are the rows' exactly, the percentiles within a bin (1.2 %) of
+    the order statistic."""
+    import math
+
+    run = tmp_path / "zo"
+    r = subprocess.run([sys.executable, "-m", "deploy.cli", "zo", "--no-progress", "--run-dir", str(run),
+                        "--set", "run.backend=ray", "--set", "scenario.n_links=3", "--set", "run.iterations=3",
+                        "--set", "algo.b1=5", "--set", "algo.b2=5", "--set", "run.eval_sequences=2",
+                        "--set", "run.eval_slots=4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stats = api.message_stats(run)
+    rows = [x for x in _csv_rows(run / "messages.csv") if x["event"] == "received" and x["via"] == "socket"]
+    groups = {**{k: [x for x in rows if x["kind"] == k] for k in {x["kind"] for x in rows}}, "total": rows}
+    assert set(groups) - {"total"} == set(stats.per_kind) and rows
+    for name, group in groups.items():
+        got = stats.totals if name == "total" else stats.per_kind[name]
+        lat = sorted(int(x["t_recv_ns"]) - int(x["t_send_ns"]) for x in group)
+        assert got["latency_count"] == len(lat) and got["latency_max_ns"] == lat[-1]
+        assert got["latency_mean_ns"] == pytest.approx(sum(lat) / len(lat), rel=1e-12)
+        for q in (50, 95, 99):
+            exact = lat[max(1, math.ceil(q / 100 * len(lat))) - 1]
+            assert got[f"latency_p{q}_ns"] == pytest.approx(exact, rel=0.012), (name, q)

@@ -214,3 +214,15 @@ def test_cli_real_clock_run_folder(tmp_path):
     assert sent >= 10 * 5 * 4 and sent % 4 == 0
     assert sent == sum(m["event"] == "received" for m in msgs)
     assert all(int(m["delay_ns"]) == 1_000_000 for m in msgs if m["event"] == "received")
+
+
+def test_suspicious_run_warnings_are_computed_from_the_last_row():
+    from deploy.commands.zo import suspicious
+
+    ok = {"messages": 100, "dropped": 10, "stale_d": 44.0, "sum_rate": 2.5, "max_power": 2.0}
+    assert suspicious(ok) == []                                   # 44 < 0.5 * 90 stale, above max power
+    stale = suspicious({**ok, "stale_d": 45.0})                   # 45 = 0.5 * (100 - 10)
+    assert len(stale) == 1 and stale[0].startswith("45 of 90 received d were discarded as stale")
+    flat = suspicious({**ok, "sum_rate": 2.0})                    # equal to max power: nothing learned
+    assert len(flat) == 1 and "not above max power's 2.0000" in flat[0]
+    assert suspicious({}) == []                                   # a resumed run without a row: nothing to say
