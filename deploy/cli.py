@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "deploy.commands.baselines",
     "deploy.commands.cluster",
     "deploy.commands.execute",
+    "deploy.commands.reproduce",
     "deploy.commands.train",
     "deploy.commands.zo",
 )

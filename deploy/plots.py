@@ -152,3 +152,51 @@ def latency_cdf(samples: Mapping[str, np.ndarray], path: Path, title: str = "") 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def seed_bands(path: Path, x: np.ndarray, panels: Mapping[str, np.ndarray], title: str, xlabel: str, ylabel: str,
+               refs: Mapping[str, float] | None = None) -> Path:
+    """One panel per entry of ``panels`` ([seeds, T] curves over ``x``): the seeds' mean as a line and their
+    min-max as a band, each faint seed behind; ``refs``: horizontal reference lines (e.g. the optimum)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(panels) or 1, 1, figsize=(7, 2.8 * max(1, len(panels))), squeeze=False)
+    for ax, (name, y) in zip(axes[:, 0], panels.items(), strict=False):
+        y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+        if y.size:
+            for row in y:
+                ax.plot(x, row, lw=0.5, alpha=0.3, color="C0")
+            ax.fill_between(x, y.min(axis=0), y.max(axis=0), alpha=0.25, color="C0", label=f"min-max of {len(y)}")
+            ax.plot(x, y.mean(axis=0), lw=1.6, color="C0", label="mean")
+        for i, (label, v) in enumerate((refs or {}).items()):
+            ax.axhline(v, ls="--", lw=1.0, color=f"C{i + 3}", label=f"{label} {v:.1f}")
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bars(path: Path, names: Sequence[str], values: Sequence[float], lo: Sequence[float], hi: Sequence[float],
+         title: str, ylabel: str, refs: Mapping[str, float] | None = None) -> Path:
+    """Bars of ``values`` with [lo, hi] whiskers (e.g. the spread over seeds; equal: none) and horizontal
+    reference lines ``refs`` (e.g. the certified optimum, a bracket's ends)."""
+    plt = _pyplot()
+    v, lo_, hi_ = (np.asarray(a, dtype=np.float64) for a in (values, lo, hi))
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.8))
+    ax.bar(list(names), v, yerr=np.stack([v - lo_, hi_ - v]) if v.size else None, capsize=3, alpha=0.85)
+    for i, (label, y) in enumerate((refs or {}).items()):
+        ax.axhline(y, ls="--", lw=1.0, color=f"C{i + 3}", label=f"{label} {y:.1f}")
+    if refs:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", rotation=25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
