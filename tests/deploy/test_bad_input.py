@@ -12,7 +12,7 @@ Most cases run in this process through :func:`deploy.cli.main` (milliseconds eac
 points (trainers, Ray, the classical methods, sweeps) replaced by a trap, so that a check that went missing
 fails the case instead of starting a run. Cases whose failure would allocate tens of GB (``isolate``) run
 together in one child process under an address-space limit, so a missing memory check ends in a
-MemoryError instead of taking the machine. ``benchmarks/reliability.py`` prints how every case ends.
+MemoryError instead of taking the machine. ``python -m benchmarks.reliability bad_inputs`` prints how every case ends.
 """
 
 from __future__ import annotations
