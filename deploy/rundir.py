@@ -117,6 +117,18 @@ def _git_commit() -> str | None:
         return None
 
 
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Rows (mappings) to a CSV at once, with the union of their keys in first-seen order."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 class CsvWriter:
     """Appending CSV writer of dict rows; the header is fixed by the first row (or the existing file);
     unknown keys in later rows are ignored, missing ones left empty. Flushes every row."""

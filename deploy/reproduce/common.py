@@ -4,11 +4,9 @@ report is made of."""
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -74,18 +72,6 @@ class Figure:
 def load() -> str:
     """The 1-minute load average now, for every figure's context."""
     return f"{os.getloadavg()[0]:.2f}"
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Rows (dicts) to a CSV with the union of their keys, in first-seen order."""
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 def md_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:

@@ -18,7 +18,8 @@ from coordinator.session import ray_session
 from coordinator.trpo.config import agent_spec, scenario_of
 from deploy import plots
 from deploy.config import load_config
-from deploy.reproduce.common import Figure, load, md_table, write_csv
+from deploy.reproduce.common import Figure, load, md_table
+from deploy.rundir import write_csv
 
 SLOT_MS = 5.0
 """Slot period of every run: long enough for WMMSE / FP on the central unit on 2 loaded cores."""

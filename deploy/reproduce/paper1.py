@@ -22,7 +22,8 @@ from coordinator.trpo.backend import make_backend
 from coordinator.trpo.trainer import Diverged, Trainer
 from deploy import plots
 from deploy.api import load_config
-from deploy.reproduce.common import Figure, Scale, md_table, run_points, write_csv
+from deploy.reproduce.common import Figure, Scale, md_table, run_points
+from deploy.rundir import write_csv
 
 SCHEMES_3 = {"trpo_centralized": "3cell_centralized", "trpo_partial": "3cell_partial", "trpo_full": "3cell_full",
              "a2c_centralized": "3cell_a2c"}

@@ -18,7 +18,8 @@ import numpy as np
 from coordinator.trpo.config import scenario_of
 from coordinator.trpo.evaluate import evaluate_policy
 from deploy import plots
-from deploy.reproduce.common import Figure, md_table, write_csv
+from deploy.reproduce.common import Figure, md_table
+from deploy.rundir import write_csv
 from radio.evaluation import classical_methods, run_methods
 from radio.fp import fp
 from radio.optimum import bracket

@@ -15,7 +15,8 @@ import numpy as np
 from coordinator.zo.config import ZOConfig, scenario, validate
 from coordinator.zo.train import Evaluator
 from deploy.config import load_config
-from deploy.reproduce.common import Figure, Scale, md_table, write_csv
+from deploy.reproduce.common import Figure, Scale, md_table
+from deploy.rundir import write_csv
 from deploy.sweeps.zo import PAPER, TABLE1_PATH_LOSS, distinct_runs, execute, plan
 from radio.optimum import MAX_LINKS, bracket, optimum
 from radio.problem import Problem

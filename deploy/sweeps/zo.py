@@ -25,6 +25,7 @@ from coordinator.zo.links import Exchange
 from coordinator.zo.ray_links import RayLinks
 from coordinator.zo.train import Evaluator, make_trainer, train
 from deploy import plots
+from deploy.rundir import write_csv
 from radio.seeding import ZoStream, rng_for
 
 ITERATIONS = {"quick": 300, "paper": 5000}
@@ -92,16 +93,6 @@ def _average(per_seed: Sequence[Outcome], label: str, extra: dict[str, Any]) -> 
     return out
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    import csv
-
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _methods_variants(its: int) -> list[tuple[str, dict[str, Any]]]:
@@ -320,7 +311,7 @@ def execute(plans: dict[str, Plan], out: Path, parallel: bool = False,
 def _finish(name: str, p: Plan, done: dict[ZOConfig, Outcome], out: Path) -> tuple[str, Path, Path, str]:
     rows, text = p.finish([done[c] for c in p.runs])
     csv_path = out / f"zo_{name}.csv"
-    _write_csv(csv_path, rows)
+    write_csv(csv_path, rows)
     return name, csv_path, out / f"zo_{name}.png", "\n".join(text)
 
 

@@ -4,19 +4,16 @@ absurd step), `bsemu zo` in process (a link's parameters made NaN: no config of 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from deploy.rundir import RunDir
-from tests import ROOT
+from tests import ROOT, bsemu, csv_rows
 
 A2C = ROOT / "deploy" / "configs" / "3cell_a2c.yaml"
 DIVERGING = ["--set", "policy.hidden=16", "--set", "policy.layers=2", "--set", "trpo.episodes=64",
@@ -27,14 +24,8 @@ LINE = re.compile(r"^bsemu train: error: diverged at iteration (\d+): the KL bet
                   r"0-(\d+); not evaluated\)$")
 
 
-def bsemu(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
 
-
-def rows(f: Path) -> list[dict]:
-    with f.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+rows = csv_rows
 
 
 def test_train_that_diverges_stops_with_one_line_and_keeps_the_finite_checkpoint(tmp_path):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-from tests import ROOT
+from tests import ROOT, bsemu, csv_rows
 
 DEMO = ROOT / "deploy" / "configs" / "demo.yaml"
 TINY = ["--set", "trpo.episodes=32", "--set", "policy.hidden=8", "--set", "trpo.cg_iters=3",
@@ -17,14 +14,8 @@ TINY = ["--set", "trpo.episodes=32", "--set", "policy.hidden=8", "--set", "trpo.
         "--set", "run.eval_methods=[max_power, wmmse]"]
 
 
-def bsemu(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
 
-
-def rows(f: Path) -> list[dict]:
-    with f.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+rows = csv_rows
 
 
 def assert_message_log(run: Path, iterations: int) -> None:
