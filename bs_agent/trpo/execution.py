@@ -260,6 +260,7 @@ class ExecNode:
             rec.t_in[slot] = rec.t_csi[slot]
         else:
             prev = int(order[pos - 1])
+            self.policy(self.state.state)     # warm-up while the predecessors decide: the weights into the cache
             got = self.inbox.take(Kind.POWER_VECTOR, slot, {prev}, wait_until)
             if prev in got:
                 env, rec.t_in[slot] = got[prev]
