@@ -43,12 +43,12 @@ import numpy as np
 
 from coordinator.config import ConfigError
 from coordinator.trpo.config import TrainConfig
+from deploy import THREAD_VARS
 from deploy.config import config_to_dict, from_dict, read_yaml
 
 __all__ = ["configs", "load_config", "train", "evaluate", "baselines", "read_run", "message_stats", "one_thread",
            "blas_threads", "Trained", "RunRecord", "MessageStats"]
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ZO_PREFIX = "zo_"      # paper 2's configs (`bsemu zo`), not loaded here
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 
+from deploy import THREAD_VARS
+
 # One BLAS thread per process, set before numpy loads: on 2 cores a threaded OpenBLAS made the
 # small matmuls of the policies ~35x slower, and Ray actors must not fight over the cores.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+for _var in THREAD_VARS:
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402

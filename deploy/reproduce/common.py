@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.sweeps.tasks import ray_tasks
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -95,22 +97,9 @@ def run_points(fn: Callable[[Any], Any], items: Sequence[Any], parallel: bool,
             if on_done is not None:
                 on_done()
         return out
-    import ray
-
-    from deploy.sweeps.zo import THREAD_VARS
-
-    task = ray.remote(num_cpus=1)(fn).options(
-        scheduling_strategy="SPREAD", runtime_env={"env_vars": {v: os.environ.get(v, "1") for v in THREAD_VARS}})
-    index = {task.remote(item): i for i, item in enumerate(items)}
-    pending, got = list(index), {}
-    try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                got[index[ref]] = ray.get(ref)
-                if on_done is not None:
-                    on_done()
-    finally:
-        for ref in pending:        # interrupted or failed: no task left running on the cluster
-            ray.cancel(ref, force=True)
+    got = {}
+    for i, outcome in ray_tasks(fn, items):
+        got[i] = outcome
+        if on_done is not None:
+            on_done()
     return [got[i] for i in range(len(items))]

@@ -11,7 +11,6 @@ runs time things, so they always run one at a time in this process, after the ot
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,11 @@ from coordinator.zo.ray_links import RayLinks
 from coordinator.zo.train import Evaluator, make_trainer, train
 from deploy import plots
 from deploy.rundir import write_csv
+from deploy.sweeps.tasks import ray_tasks
 from radio.seeding import ZoStream, rng_for
 
 ITERATIONS = {"quick": 300, "paper": 5000}
 TABLE1_PATH_LOSS = (1.0, 0.5, 2.0, 0.25, 4.0)
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """BLAS / OpenMP thread counts a Ray task gets from the driver (the command line sets 1), so that a run does
 the same arithmetic in a task as in this process."""
 
@@ -318,27 +317,18 @@ def _finish(name: str, p: Plan, done: dict[ZOConfig, Outcome], out: Path) -> tup
 def _gather(plans: dict[str, Plan], out: Path, done: dict[ZOConfig, Outcome],
             on_run: Callable[[], None] | None) -> Iterator[tuple[str, Path, Path, str]]:
     """Every run of ``plans`` as a Ray task; each experiment finished (in order) once its runs are in."""
-    import ray
-
-    task = ray.remote(num_cpus=1)(_run).options(
-        scheduling_strategy="SPREAD", runtime_env={"env_vars": {v: os.environ.get(v, "1") for v in THREAD_VARS}})
-    cfg_of = {task.remote(c): c for c in distinct_runs(plans) if c not in done}
-    pending = list(cfg_of)
+    runs = [c for c in distinct_runs(plans) if c not in done]
     waiting = list(plans)
-    try:
-        while waiting:
-            while waiting and all(c in done for c in plans[waiting[0]].runs):
-                n = waiting.pop(0)
-                yield _finish(n, plans[n], done, out)
-            if waiting:
-                ready, pending = ray.wait(pending, num_returns=1)
-                for ref in ready:
-                    done[cfg_of[ref]] = ray.get(ref)
-                    if on_run is not None:
-                        on_run()
-    finally:
-        for ref in pending:            # interrupted or failed: no task left running on the cluster
-            ray.cancel(ref, force=True)
+    finished = ray_tasks(_run, runs)
+    while waiting:
+        while waiting and all(c in done for c in plans[waiting[0]].runs):
+            n = waiting.pop(0)
+            yield _finish(n, plans[n], done, out)
+        if waiting:
+            i, outcome = next(finished)
+            done[runs[i]] = outcome
+            if on_run is not None:
+                on_run()
 
 
 def run_experiment(name: str, base: ZOConfig, scale: str, out: Path, seeds: int = 1,
