@@ -244,28 +244,6 @@ def test_secure_refuses_a_bad_value():
     assert load_config(TrainConfig, None, ["run.secure=off"]).run.secure is False     # YAML's off
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    """A real 2-node Ray cluster on this machine, the test session's Ray set aside meanwhile."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from coordinator.session import ray_session
-
-    was = ray.is_initialized()
-    if was:
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    session = ray_session(cluster.address)
-    cluster.wait_for_nodes()
-    try:
-        yield cluster
-    finally:
-        session.close()
-        cluster.shutdown()
-        if was:
-            ray_session(num_cpus=2)
 
 
 def test_auto_is_on_across_two_nodes_and_equals_inproc(two_nodes):

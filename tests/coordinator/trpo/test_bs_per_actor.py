@@ -137,47 +137,30 @@ def test_each_bs_maps_to_its_actor_in_meta_and_pins_move_whole_actors(ray_sessio
 
 
 @pytest.mark.slow
-def test_two_nodes_spread_actors_and_refuse_split_pins(tmp_path):
+def test_two_nodes_spread_actors_and_refuse_split_pins(two_nodes, tmp_path):
     """A real 2-node cluster: with two BSs per actor, spread puts actor 0 (BSs 0, 1) and actor 1 (BS 2) on
     different nodes, meta.json maps each BS to its actor's node, inproc == ray holds across them; pinning two BSs
     of one actor to different nodes is one ConfigError before any actor starts."""
-    import ray
-    from ray.cluster_utils import Cluster
-
     from coordinator.placement import alive_nodes
-    from coordinator.session import ray_session
     from coordinator.trpo.ray_backend import RayBackend, actor_groups, plan_groups
 
-    was = ray.is_initialized()
-    if was:
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    session = ray_session(cluster.address)
-    cluster.wait_for_nodes()
-    try:
-        torch.set_num_threads(1)
-        spec = agent_spec(load_config(TrainConfig, None, SMALL))
-        with pytest.raises(ConfigError, match="share one actor"):
-            RayBackend(spec, [0, 1, 2], placement="0:#0,1:#1", bs_per_actor=2)
-        nodes = alive_nodes()
-        at = plan_groups("1:#1", ["0", "1", "2"], actor_groups(2, spec))   # BS 1 pins actor 0; actor 1 spreads
-        assert at == {"0": nodes[1], "1": nodes[1], "2": nodes[0]}
-        metas = {}
+    torch.set_num_threads(1)
+    spec = agent_spec(load_config(TrainConfig, None, SMALL))
+    with pytest.raises(ConfigError, match="share one actor"):
+        RayBackend(spec, [0, 1, 2], placement="0:#0,1:#1", bs_per_actor=2)
+    nodes = alive_nodes()
+    at = plan_groups("1:#1", ["0", "1", "2"], actor_groups(2, spec))   # BS 1 pins actor 0; actor 1 spreads
+    assert at == {"0": nodes[1], "1": nodes[1], "2": nodes[0]}
+    metas = {}
 
-        def meta(be):  # noqa: ANN001, ANN202
-            metas["ray"] = be.meta()
+    def meta(be):  # noqa: ANN001, ANN202
+        metas["ray"] = be.meta()
 
-        ref = run("partial", "inproc", 1)
-        got = run("partial", "ray", 2, ("run.placement=spread",), inspect=meta)
-        where = metas["ray"]["placement"]
-        assert where["bs0"]["node"] == where["bs1"]["node"] != where["bs2"]["node"]
-        assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1]) and ref[3] == got[3]
-    finally:
-        session.close()
-        cluster.shutdown()
-        if was:
-            ray_session(num_cpus=2)
+    ref = run("partial", "inproc", 1)
+    got = run("partial", "ray", 2, ("run.placement=spread",), inspect=meta)
+    where = metas["ray"]["placement"]
+    assert where["bs0"]["node"] == where["bs1"]["node"] != where["bs2"]["node"]
+    assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1]) and ref[3] == got[3]
 
 
 def test_bad_bs_per_actor_is_one_line_and_writes_nothing(tmp_path):
