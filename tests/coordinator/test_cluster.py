@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -64,10 +63,8 @@ def test_parse_address_refuses_with_one_line(address, says):
 
 def test_check_address_fails_fast_on_a_closed_port():
     port = closed_port()
-    t0 = time.perf_counter()
-    with pytest.raises(SessionError, match="connection refused"):
+    with pytest.raises(SessionError, match="connection refused"):  # how fast: benchmarks/failfast.py
         check_address("127.0.0.1", port)
-    assert time.perf_counter() - t0 < 2.0
 
 
 def test_check_address_refuses_a_server_that_is_not_grpc():
@@ -93,16 +90,16 @@ def test_check_address_refuses_a_server_that_is_not_grpc():
 
 
 def test_ray_session_refuses_a_wrong_address_before_ray(monkeypatch):
-    """RAY_ADDRESS pointing at a closed port: one line naming it, in well under ray.init's minute."""
+    """RAY_ADDRESS pointing at a closed port: one line naming it, from the session's own address check, before
+    Ray is initialised (ray.init alone would retry for a minute; how fast it fails: benchmarks/failfast.py)."""
     import ray
 
     if ray.is_initialized():
         pytest.skip("a Ray is already initialised in this process (the session would reuse it)")
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{closed_port()}")
-    t0 = time.perf_counter()
     with pytest.raises(SessionError, match=r"\(from RAY_ADDRESS\): connection refused"):
         ray_session()
-    assert time.perf_counter() - t0 < 3.0 and not ray.is_initialized()
+    assert not ray.is_initialized()
 
 
 # ------------------------------------------------------------------------------------------ probes (no Ray)
@@ -140,13 +137,12 @@ def test_probe_names_a_peer_that_does_not_answer():
     """A peer whose endpoint nobody serves: the pair is not ok, says so, and the probe gives up on it."""
     a = NodeProbe()
     eps = {1: a.open(1, loopback=True), 2: f"tcp://127.0.0.1:{closed_port()}"}
-    t0 = time.perf_counter()
     try:
         res = a.probe(eps, [2], 4, reach_timeout_s=0.3, serve_s=0.5)
     finally:
         a.close()
     assert res["pairs"][2] == {"ok": False, "error": "no answer within 0.3 s"}
-    assert res["unfinished"] == [2] and time.perf_counter() - t0 < 3.0
+    assert res["unfinished"] == [2]  # how fast it gives up: benchmarks/failfast.py
 
 
 # ------------------------------------------------------------------------------------------ a real cluster
@@ -161,9 +157,7 @@ def test_check_cluster_on_two_nodes():
     with two_node_cluster() as cluster:
         session = ray_session(cluster.address)
         try:
-            t0 = time.perf_counter()
-            report = check_cluster(cluster.address, rounds=4)
-            took = time.perf_counter() - t0
+            report = check_cluster(cluster.address, rounds=4)  # how fast: benchmarks/failfast.py
             encrypted = check_cluster(cluster.address, rounds=1, curve=True)  # as across hosts
         finally:
             session.close()
@@ -180,5 +174,4 @@ def test_check_cluster_on_two_nodes():
         assert n.offset_ns is not None and n.offset_rtt_ns is not None and n.error is None
         assert abs(n.offset_ns) <= n.offset_rtt_ns // 2 + 1
         assert n.cpus == 1 and n.memory_bytes > 0
-    assert took < 30  # goal: ~1-3 s; generous for 2 shared, busy cores
     assert encrypted.ok and encrypted.curve and len(encrypted.pairs) == 2, encrypted.problems

@@ -28,8 +28,14 @@ RAY_BIN = Path(sys.executable).parent / "ray"
 
 
 def bsemu(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    """``python -m deploy.cli ARGS``; ``timeout`` is a hang guard, not a speed bound (the speeds are in
+    benchmarks/failfast.py): a command still running after it fails the test, naming the command."""
+    try:
+        return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"`bsemu {' '.join(args)}` still running after {timeout:g} s (hung?); stderr so far: "
+                    f"{(exc.stderr or b'')[-2000:]!r}")
 
 
 def clean_env(**extra: str) -> dict:
@@ -104,15 +110,13 @@ def test_head_script_writes_one_token_and_the_ray_start_line(tmp_path):
 
 # ------------------------------------------------------------------------------------------ cluster-check
 def test_cluster_check_wrong_address_fails_fast_in_one_line(tmp_path):
-    """A closed port: exit 2 and one line naming the address, in a few seconds (ray.init alone would retry
-    for over a minute), and nothing written."""
+    """A closed port: exit 2 and one line naming the address, from bsemu's own address check (ray.init alone
+    would retry for over a minute; how fast it fails: benchmarks/failfast.py), and nothing written."""
     out = tmp_path / "check.json"
     address = f"127.0.0.1:{closed_port()}"
-    t0 = time.perf_counter()
     r = bsemu("cluster-check", "--address", address, "--json", str(out), env=clean_env())
-    took = time.perf_counter() - t0
     assert_one_line_exit_2(r, f"Ray address {address}: connection refused")
-    assert took < 10 and not out.exists()
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args,says", [(["--address", "ray://head:10001"], "Ray Client) is not supported"),
@@ -129,9 +133,7 @@ def test_cluster_check_cli_on_two_nodes(tmp_path):
     """The table on stdout (a row per node, a ZeroMQ column per node) and the same as JSON, exit 0."""
     out = tmp_path / "check.json"
     with two_node_cluster() as cluster:
-        t0 = time.perf_counter()
         r = bsemu("cluster-check", "--address", cluster.address, "--json", str(out), env=clean_env())
-        took = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
     assert data["ok"] and data["problems"] == [] and data["one_host"]
@@ -144,7 +146,6 @@ def test_cluster_check_cli_on_two_nodes(tmp_path):
     assert lines[1].split()[:3] == ["node", "ip", "alive"] and f"zmq -> {ids[1][:8]}" in lines[1]
     assert [ln.split()[0] for ln in lines[2:4]] == [i[:8] for i in ids]
     assert not any("FAILED" in ln for ln in lines[2:4])
-    assert took < 60  # goal ≤ 10 s; generous for 2 shared, busy cores
 
 
 # ------------------------------------------------------------------------------------------ the recipe itself
@@ -237,23 +238,19 @@ def test_recipe_forms_a_two_node_cluster_that_checks_out():
         _wait_started(procs[1], temp / "worker.log")
         driver = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
         for _ in range(20):  # the worker registers with the GCS shortly after it started
-            t0 = time.perf_counter()
             r = bsemu("cluster-check", "--address", address, env=driver)
-            took = time.perf_counter() - t0
             if r.returncode != 0 or "2 alive node(s)" in r.stdout:
                 break
             time.sleep(1)
         assert r.returncode == 0, r.stderr
         rows = r.stdout.splitlines()[2:4]
         assert "2 alive node(s) of 2" in r.stdout and len(rows) == 2 and not any("FAILED" in ln for ln in rows)
-        print(r.stdout, f"\ncluster-check took {took:.1f} s (load {os.getloadavg()})")
+        print(r.stdout)  # how long it took: benchmarks/failfast.py
         wrong = temp / "wrong"
         wrong.write_text("0" * 64)
-        t0 = time.perf_counter()
         r = bsemu("cluster-check", "--address", address, env=clean_env(RAY_AUTH_MODE="token",
                                                                        RAY_AUTH_TOKEN_PATH=str(wrong)))
         assert_one_line_exit_2(r, "refused this process's authentication token")
-        assert time.perf_counter() - t0 < 20
     finally:
         for proc in reversed(procs):
             _stop(proc)
