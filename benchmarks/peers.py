@@ -3,9 +3,12 @@ in one run at one torch thread: sb3-contrib's TRPO and Stable-Baselines3's PPO t
 environment (``bsemu/Centralized-v0``, 3 cells), and bsemu's own centralized TRPO (Algorithm 1, inproc).
 
     python benchmarks/peers.py [--budget-s 120] [--checkpoints 6] [--slots 1000] [--seed 0] [--eval-seed 0]
-                               [--learners sb3c_trpo,sb3_ppo,bsemu] [--quick]
+                               [--learners sb3c_trpo,sb3_ppo,bsemu] [--match-nets] [--quick]
 
 (needs the ``peers`` extra: ``pip install -e ".[peers]"`` or ``pip install -c constraints.txt sb3-contrib``).
+``--quick`` is a smoke run (6 s per learner, 3 checkpoints, 200 held-out realizations). ``--match-nets`` gives
+the library learners bsemu's networks instead of their default 2x64 tanh ones, so that the framework's cost
+is measured apart from the network's: run it once without and once with it, and compare the steps/s.
 
 Printed per learner: environment steps per second of training, and at every checkpoint (every budget /
 checkpoints seconds of training) the held-out mean sum-rate x the certified optimum (mean over the
@@ -40,6 +43,14 @@ How the comparison is made fair:
   MLPs, one environment, device cpu) and bsemu's shipped deploy/configs/3cell_centralized.yaml (3x256 ELU,
   delta 0.01, M = 2000, fvp_stride 2, initial log-std 1.5) but with run.threads=1. The networks differ
   (bsemu's policy has ~25x the parameters): each learner as its users get it. The seeds: --seed for every learner.
+- ``--match-nets``: the library learners get bsemu's network shape, read from the shipped config and
+  bs_agent.trpo.nets: policy and value networks of policy.layers x policy.hidden (3 x 256) ELU units and the
+  initial log-std policy.init_log_std (1.5) as SB3's ``log_std_init``, i.e. ``policy_kwargs=dict(net_arch=
+  dict(pi=[256]*3, vf=[256]*3), activation_fn=torch.nn.ELU, log_std_init=1.5)``; everything else stays the
+  library's (its orthogonal initialisation, its mean starting at ~0 where bsemu's starts at 0.5, and its
+  log-std a free parameter where bsemu's policy outputs it per state, so ~1.5k fewer parameters). The table's
+  last column names each learner's networks (hidden layers x units of the policy / value, activation, initial
+  log-std, parameters of both).
 
 Measured 2026-12-05 on a 2-core AMD EPYC (AVX2, bsemu's critic in float32), shared with other work, the
 default run (120 s per learner, 6 checkpoints, 1000 held-out realizations of set 0, seed 0; load 1.4 at
@@ -86,7 +97,8 @@ sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from coordinator.trpo.config import TrainConfig, scenario_of  # noqa: E402
+from bs_agent.trpo.nets import mlp  # noqa: E402
+from coordinator.trpo.config import TrainConfig, network_sizes, scenario_of  # noqa: E402
 from coordinator.trpo.trainer import powers_w  # noqa: E402
 from deploy.config import load_config  # noqa: E402
 from radio.channels import user_bs_gains_of  # noqa: E402
@@ -136,6 +148,7 @@ class Result:
     """One learner's run: one checkpoint per mark of the schedule, and the totals."""
 
     name: str
+    nets: str = ""       # the networks it trained (hidden layers x units of policy / value, activation, ...)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
@@ -180,6 +193,39 @@ class Clock:
         return dt < self.budget
 
 
+def bsemu_activation() -> type[torch.nn.Module]:
+    """The activation of bsemu's hidden layers (bs_agent.trpo.nets.mlp: ELU, paper 1 eq. (24))."""
+    return next(type(m) for m in mlp(1, 1, 1, 1) if not isinstance(m, torch.nn.Linear))
+
+
+def matched_policy_kwargs() -> dict[str, Any]:
+    """SB3 ``policy_kwargs`` with bsemu's networks (--match-nets): the shipped config's policy.layers x
+    policy.hidden for the policy and the value network, bsemu's activation, its initial log-std."""
+    pol = load_config(TrainConfig, SHIPPED, []).policy
+    return dict(net_arch=dict(pi=[pol.hidden] * pol.layers, vf=[pol.hidden] * pol.layers),
+                activation_fn=bsemu_activation(), log_std_init=pol.init_log_std)
+
+
+def _shape(units: list[int]) -> str:
+    return f"{len(units)}x{units[0]}" if units and len(set(units)) == 1 else "x".join(map(str, units)) or "none"
+
+
+def sb3_nets(model: Any) -> str:
+    """What networks an SB3 model trains, as the table prints them."""
+    pol = model.policy
+    arch = pol.net_arch if isinstance(pol.net_arch, dict) else {"pi": pol.net_arch, "vf": pol.net_arch}
+    n = sum(p.numel() for p in pol.parameters())
+    return (f"{_shape(arch['pi'])}/{_shape(arch['vf'])} {pol.activation_fn.__name__}, log-std "
+            f"{pol.log_std_init:g}, {n} params")
+
+
+def bsemu_nets(cfg: TrainConfig) -> str:
+    """bsemu's networks (policy / value), as the table prints them."""
+    pol, (theta, phi) = cfg.policy, network_sizes(cfg)
+    shape = _shape([pol.hidden] * pol.layers)
+    return f"{shape}/{shape} {bsemu_activation().__name__}, log-std {pol.init_log_std:g}, {theta + phi} params"
+
+
 def held_out(slots: int, eval_seed: int) -> HeldOut:
     cfg = load_config(TrainConfig, SHIPPED, [])
     problem = scenario_of(cfg).sample(slots, np.random.default_rng(10_000 + eval_seed))
@@ -197,7 +243,7 @@ class BsemuLearner:
         from coordinator.trpo.trainer import Trainer
 
         cfg = load_config(TrainConfig, SHIPPED, ["run.backend=inproc", "run.threads=1", f"run.seed={a.seed}"])
-        self.trainer, self.steps, self.result = Trainer(cfg, make_backend(cfg)), 0, Result("bsemu")
+        self.trainer, self.steps, self.result = Trainer(cfg, make_backend(cfg)), 0, Result("bsemu", bsemu_nets(cfg))
         self.clock = Clock(a.budget_s, a.checkpoints, held, self.result,
                            lambda: evaluate_policy(cfg, self.trainer.theta, held.problem))
 
@@ -207,9 +253,9 @@ class BsemuLearner:
 
 
 class SB3Learner:
-    """sb3-contrib TRPO or SB3 PPO ('MlpPolicy', the library's defaults) on bsemu/Centralized-v0; a slice is one
-    rollout of n_steps and its update (learn() continued), cut short (the rollout discarded) once the budget is
-    spent."""
+    """sb3-contrib TRPO or SB3 PPO ('MlpPolicy', the library's defaults; with --match-nets bsemu's networks) on
+    bsemu/Centralized-v0; a slice is one rollout of n_steps and its update (learn() continued), cut short (the
+    rollout discarded) once the budget is spent."""
 
     def __init__(self, name: str, a: argparse.Namespace, held: HeldOut) -> None:
         import gymnasium
@@ -223,9 +269,10 @@ class SB3Learner:
         else:
             from stable_baselines3 import PPO as Algo
         env = gymnasium.make(ENV_ID, scenario="3cell")
-        self.model = model = Algo("MlpPolicy", env, seed=a.seed, device="cpu", verbose=0)
+        kwargs = {"policy_kwargs": matched_policy_kwargs()} if a.match_nets else {}
+        self.model = model = Algo("MlpPolicy", env, seed=a.seed, device="cpu", verbose=0, **kwargs)
         obs = gain_norm(env.unwrapped.source.scenario)(user_bs_gains_of(held.problem)).reshape(held.problem.n, -1)
-        self.result = Result(name)
+        self.result = Result(name, sb3_nets(model))
         self.clock = clock = Clock(a.budget_s, a.checkpoints, held, self.result,
                                    lambda: powers_w(model.predict(obs, deterministic=True)[0], held.problem))
         self.going = True
@@ -268,12 +315,12 @@ def fmt_t(t: float | None) -> str:
 
 def report(results: dict[str, Result], held: HeldOut, a: argparse.Namespace) -> None:
     print(f"\n{'learner':<26} {'train s':>7} {'env steps':>10} {'steps/s':>8} {'mean x opt':>10} {'worst x opt':>11} "
-          f"{'t to ' + str(GOAL_FRACTION) + ' x opt':>16}  load")
+          f"{'t to ' + str(GOAL_FRACTION) + ' x opt':>16}  load  networks (policy/value)")
     for name, r in results.items():
         c = r.checkpoints[-1]
         print(f"{LEARNERS[name]:<26} {r.seconds:>7.1f} {r.steps:>10} {r.steps_per_s:>8.0f} {c.mean_x:>10.4f} "
               f"{c.worst_x:>11.4f} "
-              f"{fmt_t(r.time_to(GOAL_FRACTION)):>16}  {r.load:.2f}")
+              f"{fmt_t(r.time_to(GOAL_FRACTION)):>16}  {r.load:.2f}  {r.nets}")
     print("\ncheckpoints (train s: mean x opt / worst x opt, load):")
     for name, r in results.items():
         print(f"  {name:<10} " + "  ".join(f"{c.t:.0f}s: {c.mean_x:.4f}/{c.worst_x:.3f} ({c.load:.1f})"
@@ -310,6 +357,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="training seed of every learner")
     ap.add_argument("--eval-seed", type=int, default=0, help="held-out set: realizations drawn with 10000 + this")
     ap.add_argument("--learners", default=",".join(LEARNERS), help=f"comma list of {', '.join(LEARNERS)}")
+    ap.add_argument("--match-nets", action="store_true", help="give the library learners bsemu's networks (3x256 "
+                    "ELU policy and value, initial log-std 1.5) instead of their default 2x64 tanh")
     ap.add_argument("--quick", action="store_true", help="smoke run: 6 s per learner, 3 checkpoints, 200 slots")
     a = ap.parse_args()
     if a.quick:
@@ -338,11 +387,13 @@ def main() -> None:
         t = time.perf_counter()
         held = held_out(a.slots, a.eval_seed)
         w = held.problem.bandwidth_hz / 1e6
+        nets = "bsemu's (--match-nets)" if a.match_nets else "their defaults"
         print(f"held-out: {a.slots} realizations of 3cell (seed {10_000 + a.eval_seed}); certified optimum mean "
               f"{held.optimum.mean():.4f} bit/s/Hz = {held.optimum.mean() * w:.2f} Mbps "
               f"({time.perf_counter() - t:.1f} s to solve); budget {a.budget_s:g} s per learner, {a.checkpoints} "
               f"checkpoints, seed {a.seed}, torch "
-              f"threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load {load():.2f}", flush=True)
+              f"threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load {load():.2f}; library networks: "
+              f"{nets}", flush=True)
         base = run_methods(held.problem, classical_methods(np.random.default_rng(0)), ["max_power", "random", "wmmse"])
         scores = {n: held.score(r.p) for n, r in base.items()}
         print("reference (mean x opt / worst x opt): " + ", ".join(f"{n} {q:.4f}/{w:.3f}" for n, (q, w) in

@@ -3,6 +3,7 @@ features (:mod:`bs_agent.trpo.state`) as training (DESIGN §1):
 
     gymnasium.make("bs_agent.envs:bsemu/Centralized-v0", scenario="3cell")   Algorithm 1, the central agent
     bs_agent.envs.round_robin_env(scenario="3cell")                          Algorithm 2, PettingZoo AEC
+    bs_agent.envs.round_robin_env(scenario="3cell", rr_message="interference")   ... with trpo.rr_message's variant
     bs_agent.envs.parallel_env(scenario="3cell")                             Algorithm 3, PettingZoo Parallel
 
 Each takes ``scenario`` ('3cell' | '7cell' | '19cell'), :class:`~radio.channels.Scenario` overrides as
@@ -47,13 +48,16 @@ def register_envs() -> None:
         registration.register(id=ENV_ID, entry_point=CENTRALIZED_ENTRY_POINT)
 
 
-def round_robin_env(scenario: str = "3cell", gains: str | Path | None = None, **overrides: Any) -> Any:
+def round_robin_env(scenario: str = "3cell", gains: str | Path | None = None, rr_message: str = "powers",
+                    **overrides: Any) -> Any:
     """Algorithm 2 (partially decentralized, round-robin) as a PettingZoo AEC environment
-    (:class:`bs_agent.envs.pz_env.RoundRobinEnv`)."""
+    (:class:`bs_agent.envs.pz_env.RoundRobinEnv`). ``rr_message``: what the round-robin token carries, as the
+    trainer's ``trpo.rr_message``: 'powers' (paper 1's state) or 'interference' (plus the running interference
+    at every user, :class:`bs_agent.trpo.state.InterferenceScale`)."""
     _require("pettingzoo", "round_robin_env")
     from bs_agent.envs.pz_env import RoundRobinEnv
 
-    return RoundRobinEnv(scenario, gains, **overrides)
+    return RoundRobinEnv(scenario, gains, rr_message=rr_message, **overrides)
 
 
 def parallel_env(scenario: str = "3cell", gains: str | Path | None = None, **overrides: Any) -> Any:

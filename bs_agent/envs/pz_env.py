@@ -5,7 +5,10 @@ and an episode is one slot, as in training.
   in a random order; each observes its local CSI, then the powers decided so far and the decided flags in
   its own relative order ([2*B*K + B] float32, the round-robin state of training, with the token's powers
   as float32 as on the wire) and acts its K power fractions; when the last BS has acted every BS gets
-  the shared reward R (sum-rate, bit/s/Hz).
+  the shared reward R (sum-rate, bit/s/Hz). ``rr_message`` picks what the token carries, as training's
+  ``trpo.rr_message``: 'powers' (the default, paper 1's state above) or 'interference' (the same, plus the
+  features of the running interference / noise at every user, which each BS adds to after it acts, before the
+  flags: [3*B*K + B] float32; :class:`~bs_agent.trpo.state.InterferenceScale`, the INR as float32 as on the wire).
 * :class:`DecentralizedEnv` (Parallel, Algorithm 3, fully decentralized): every BS observes its local CSI
   ([B*K] float32) and all act at once; every BS gets R.
 
@@ -25,6 +28,8 @@ from gymnasium import spaces
 from pettingzoo import AECEnv, ParallelEnv
 
 from bs_agent.envs.slots import Slot, SlotSource, check_fractions
+from bs_agent.trpo.state import RR_MESSAGES, InterferenceScale
+from radio.problem import ProblemError
 
 
 class _Streams:
@@ -63,8 +68,11 @@ class _BSAgents:
         g_lo, g_hi = self.source.gain_bounds()
         low, high = np.full(n_csi, g_lo, np.float32), np.full(n_csi, g_hi, np.float32)
         if self.scheme == "partial":   # local CSI, then the powers so far and the flags, in [0, 1]
-            low = np.concatenate([low, np.zeros(L + B, np.float32)])
-            high = np.concatenate([high, np.ones(L + B, np.float32)])
+            self.scale = self.source.interference_scale() if self.rr_message == "interference" else None
+            # rr_message='interference': the INR features between them, >= 0 and at most that of float32's max
+            inr_hi = [] if self.scale is None else [np.full(L, self.scale.features(np.finfo(np.float32).max))]
+            low = np.concatenate([low, np.zeros(L + B + len(inr_hi) * L, np.float32)])
+            high = np.concatenate([high, np.ones(L, np.float32), *inr_hi, np.ones(B, np.float32)])
         # one space object per agent, returned as it is by observation_space / action_space (seeded apart)
         self.observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self.action_spaces = {a: spaces.Box(0.0, 1.0, (self.source.K,), np.float32) for a in self.possible_agents}
@@ -97,20 +105,26 @@ class _BSAgents:
 
 class RoundRobinEnv(_BSAgents, AECEnv):
     """Algorithm 2's slot as an AEC game (see the module docstring). ``scenario``, ``gains`` and
-    ``overrides`` as :class:`bs_agent.envs.gym_env.CentralizedEnv`. ``order`` [B]: the BS indices in the
-    current slot's order; ``p_frac`` [L] and ``decided`` [B]: the token so far."""
+    ``overrides`` as :class:`bs_agent.envs.gym_env.CentralizedEnv`; ``rr_message``: 'powers' | 'interference'.
+    ``order`` [B]: the BS indices in the current slot's order; ``p_frac`` [L] and ``decided`` [B]: the token so
+    far; ``inr`` [L] float32 (rr_message='interference', else None): its running interference / noise."""
 
     metadata = {**_BSAgents.metadata, "name": "bsemu_round_robin_v0"}
     scheme = "partial"
 
     def __init__(self, scenario: str = "3cell", gains: str | Path | None = None, render_mode: str | None = None,
-                 **overrides: Any) -> None:
+                 rr_message: str = "powers", **overrides: Any) -> None:
         super().__init__()
+        if rr_message not in RR_MESSAGES:
+            raise ProblemError(f"rr_message: expected one of {', '.join(RR_MESSAGES)}, got {rr_message!r}")
+        self.rr_message = rr_message
+        self.scale: InterferenceScale | None = None
         self._setup(scenario, gains, render_mode, overrides)
         self.order = np.arange(self.source.B)
         self._step = 0
         self.p_frac = np.zeros(self.source.L)
         self.decided = np.zeros(self.source.B, dtype=bool)
+        self.inr = None if self.scale is None else np.zeros(self.source.L, np.float32)
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
         slot = self._new_slot(seed)
@@ -119,6 +133,7 @@ class RoundRobinEnv(_BSAgents, AECEnv):
         self._step = 0
         self.p_frac = np.zeros(self.source.L)
         self.decided = np.zeros(B, dtype=bool)
+        self.inr = None if self.scale is None else np.zeros(self.source.L, np.float32)
         self.agents = self.possible_agents[:]
         self.rewards = dict.fromkeys(self.agents, 0.0)
         self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
@@ -128,8 +143,10 @@ class RoundRobinEnv(_BSAgents, AECEnv):
         self.agent_selection = self.possible_agents[int(self.order[0])]
 
     def observe(self, agent: str) -> np.ndarray:
-        """BS ``agent``'s round-robin state now: its local CSI, the powers decided so far and the flags."""
-        return self.source.round_robin_obs(self.slot, self.agent_index[agent], self.p_frac, self.decided)
+        """BS ``agent``'s round-robin state now: its local CSI, the powers decided so far (with rr_message=
+        'interference' then the running interference's features) and the flags."""
+        return self.source.round_robin_obs(self.slot, self.agent_index[agent], self.p_frac, self.decided, self.inr,
+                                           self.scale)
 
     def step(self, action: Any) -> None:
         agent = self.agent_selection
@@ -141,6 +158,8 @@ class RoundRobinEnv(_BSAgents, AECEnv):
         self._cumulative_rewards[agent] = 0.0
         self.p_frac[b * K:(b + 1) * K] = frac.astype(np.float32)    # the token travels as float32 (DESIGN §5)
         self.decided[b] = True
+        if self.inr is not None:       # what this BS adds to the running interference, passed on as float32
+            self.inr[:] = self.inr + self.source.added_inr(self.slot, b, self.p_frac[b * K:(b + 1) * K], self.scale)
         self._step += 1
         if self._step == self.source.B:                               # the last BS: the slot's powers are complete
             R, info = self.source.outcome(self.slot, self.p_frac)
@@ -161,6 +180,9 @@ class DecentralizedEnv(_BSAgents, ParallelEnv):
 
     def __init__(self, scenario: str = "3cell", gains: str | Path | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:
+        if "rr_message" in overrides:
+            raise ProblemError("rr_message: the round-robin message exists in round_robin_env only (Algorithm 2); "
+                               "parallel_env's BSs exchange nothing")
         self._setup(scenario, gains, render_mode, overrides)
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None

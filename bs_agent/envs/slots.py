@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bs_agent.trpo.state import GainNorm, local_csi, obs_dim, relative_powers
+from bs_agent.trpo.state import GainNorm, InterferenceScale, local_csi, obs_dim, round_robin_extra
 from radio.channels import Scenario, expand_gains, user_bs_gains_of
 from radio.gainsfile import load_gains
 from radio.problem import Problem, ProblemError
@@ -123,14 +123,36 @@ class SlotSource:
         """[B*K] float32 BS b's local CSI: its normalised gains to every user, own cell first."""
         return local_csi(self.gains_norm(slot), b, self.K)[0]
 
-    def round_robin_obs(self, slot: Slot, b: int, p_frac: np.ndarray, decided: np.ndarray) -> np.ndarray:
-        """[2*B*K + B] float32 BS b's round-robin state: its local CSI, then the powers decided so far
-        ``p_frac`` [L] (fractions, 0 where undecided) and the decided flags ``decided`` [B], in its order."""
-        extra = relative_powers(p_frac[None], decided[None], b, self.K)[0]
-        return np.concatenate([self.local_obs(slot, b), extra])
+    def round_robin_obs(self, slot: Slot, b: int, p_frac: np.ndarray, decided: np.ndarray,
+                        inr: np.ndarray | None = None, scale: InterferenceScale | None = None) -> np.ndarray:
+        """BS b's round-robin state (:func:`~bs_agent.trpo.state.round_robin_extra`), float32: its local CSI, then
+        the powers decided so far ``p_frac`` [L] (fractions, 0 where undecided), with rr_message='interference'
+        the features of the running interference / noise ``inr`` [L] at every user (``scale``), and the decided
+        flags ``decided`` [B], all in its order ([2*B*K + B], or [3*B*K + B] with ``inr``)."""
+        extra = round_robin_extra(p_frac[None], decided[None], b, self.K, None if inr is None else inr[None], scale)
+        return np.concatenate([self.local_obs(slot, b), extra[0]])
 
-    def obs_dim(self, scheme: str) -> int:
-        return obs_dim(scheme, self.B, self.K)
+    def interference_scale(self) -> InterferenceScale:
+        """The constants of rr_message='interference' (:class:`~bs_agent.trpo.state.InterferenceScale`, as the
+        trainer's ``agent_spec`` makes them): the gain normalisation, Pmax, the noise and the per-BS sum-power
+        limit of the scenario, or of the gains file (which must then give every link the same Pmax)."""
+        if self.file is None:
+            sc = self.scenario
+            return InterferenceScale.of(self.norm, sc.p_max_w, sc.noise_w, sc.bs_sum_power_w)
+        p_max = np.unique(self.file.p_max_w)
+        if p_max.size != 1:
+            raise ProblemError(f"rr_message=interference: the running interference is built from one Pmax for every "
+                               f"link; the gains file's p_max_w has {p_max.size} different values; use "
+                               f"rr_message=powers")
+        return InterferenceScale.of(self.norm, float(p_max[0]), float(self.file.noise_w), self.file.bs_sum_power_w)
+
+    def added_inr(self, slot: Slot, b: int, frac: np.ndarray, scale: InterferenceScale) -> np.ndarray:
+        """[L] the interference / noise BS b adds at every user with its power fractions ``frac`` [K], from its
+        local CSI (:meth:`InterferenceScale.added`, as training's BSs compute it)."""
+        return scale.added(self.local_obs(slot, b)[None], np.asarray(frac, np.float64)[None], b, self.K)[0]
+
+    def obs_dim(self, scheme: str, rr_message: str = "powers") -> int:
+        return obs_dim(scheme, self.B, self.K, rr_message)
 
     def gain_bounds(self) -> tuple[float, float]:
         """(low, high) float32 of a normalised gain: the normalisation of the smallest gain it resolves (1e-300)

@@ -96,6 +96,20 @@ def test_pettingzoo_envs_pass_api_test_on_7_cells_and_a_gains_file(pz, tmp_path)
     api_test(E.round_robin_env("7cell", users_per_cell=1), num_cycles=5)
     path, _ = gains_file(tmp_path)
     parallel_api_test(E.parallel_env(gains=path), num_cycles=5)
+    api_test(E.round_robin_env(gains=path, rr_message="interference"), num_cycles=5)
+
+
+@pytest.mark.parametrize("kw", [{}, {"scenario": "7cell", "users_per_cell": 1}, {"bs_sum_power_dbm": 43.0}])
+def test_interference_variant_passes_api_and_seed_tests(pz, kw):
+    from pettingzoo.test import api_test, seed_test
+
+    import bs_agent.envs as E
+
+    env = E.round_robin_env(rr_message="interference", **kw)
+    B, K = env.source.B, env.source.K
+    assert all(env.observation_space(a).shape == (3 * B * K + B,) for a in env.possible_agents)
+    api_test(env, num_cycles=10)
+    seed_test(lambda: E.round_robin_env(rr_message="interference", **kw), num_cycles=10)
 
 
 # ------------------------------------------------------------------------------------------ the reward
@@ -151,19 +165,20 @@ def test_centralized_observation_is_what_the_central_agent_sees(gym):
     np.testing.assert_array_equal(obs, central_state(norm, ub[0]))      # the execution phase's one-slot state
 
 
-def test_round_robin_observations_and_reward_are_training_s(pz):
+@pytest.mark.parametrize("rr_message", ["powers", "interference"])
+def test_round_robin_observations_and_reward_are_training_s(pz, rr_message):
     """The real inproc agents of training act the slot in the env's order (deterministic policy); every BS's
-    observation in the AEC env equals the state that agent fed its policy, and the env's reward is the
-    trainer's reward for the powers the agents chose."""
+    observation in the AEC env equals the state that agent fed its policy (for both round-robin messages), and
+    the env's reward is the trainer's reward for the powers the agents chose."""
     torch = pytest.importorskip("torch")
     import bs_agent.envs as E
     from bs_agent.trpo.base_station import AgentSpec
     from coordinator.trpo.backend import InprocBackend
     from coordinator.trpo.trainer import powers_w
 
-    env = E.round_robin_env("3cell")
+    env = E.round_robin_env("3cell", rr_message=rr_message)
     sc = env.source.scenario
-    spec = AgentSpec("partial", sc.cells, sc.K, hidden=16, layers=2)
+    spec = AgentSpec("partial", sc.cells, sc.K, hidden=16, layers=2, rr_message=rr_message, rr_scale=env.scale)
     backend = InprocBackend(spec, [0] * sc.cells)
     theta, _ = backend.initial_params()
     backend.set_policy(theta + 0.3 * np.random.default_rng(0).standard_normal(theta.shape).astype(theta.dtype))
@@ -209,6 +224,96 @@ def test_parallel_observations_are_the_local_csi(pz):
     R = hand_sum_rate(G, np.full(sc.L, 0.5 * sc.p_max_w), sc.noise_w)
     assert all(terms.values()) and env.agents == []
     assert all(r == pytest.approx(R, rel=1e-10) for r in rewards.values())
+
+
+# ------------------------------------------------------------------------------------------ rr_message
+def _play(env, seed: int, actions: np.ndarray) -> dict[str, np.ndarray]:
+    """One slot of the AEC env with the fixed fractions ``actions`` [L]: each BS's observation at its turn."""
+    env.reset(seed=seed)
+    seen, K = {}, env.source.K
+    for agent in env.agent_iter():
+        obs, _, terminated, _, _ = env.last()
+        if terminated:
+            env.step(None)
+            continue
+        b = env.agent_index[agent]
+        seen[agent] = obs
+        env.step(actions[b * K:(b + 1) * K])
+    return seen
+
+
+@pytest.mark.parametrize("sets", [(), ("scenario.bs_sum_power_dbm=43",)])
+def test_interference_observations_are_the_trainers_state(pz, sets):
+    """rr_message='interference' with fixed actions: the scale is the one the coordinator builds for
+    trpo.rr_message=interference, and each BS's observation is the state bs_agent.trpo.lean.SlotState builds
+    from the same slot, token and running interference (accumulated with SlotState.added_inr, as the execution
+    phase does); after the slot the INR is radio's interference / noise for the powers applied."""
+    pytest.importorskip("torch")
+    import bs_agent.envs as E
+    from bs_agent.trpo.lean import SlotState
+    from coordinator.trpo.config import TrainConfig, agent_spec
+    from deploy.config import load_config
+    from radio.channels import expand_gains
+    from radio.rates import interference_plus_noise
+
+    cfg = load_config(TrainConfig, None, ["run.scheme=partial", "trpo.rr_message=interference", *sets])
+    spec = agent_spec(cfg)
+    over = {"bs_sum_power_dbm": 43.0} if sets else {}
+    env = E.round_robin_env("3cell", rr_message="interference", **over)
+    assert env.scale == spec.rr_scale
+    B, K, L = spec.B, spec.K, spec.B * spec.K
+    for seed in range(4):
+        actions = np.random.default_rng(50 + seed).random(L).astype(np.float32)
+        seen = _play(env, seed, actions)
+        slot = env.slot
+        p, decided, inr = np.zeros(L, np.float32), np.zeros(B, np.float32), np.zeros(L, np.float32)
+        for b in env.order:                                             # the token, hop by hop, as execution's
+            st = SlotState(spec, int(b), env.source.norm)
+            st.set_csi(slot.user_bs[:, b])
+            st.set_powers(p, decided, inr)
+            np.testing.assert_array_equal(seen[env.possible_agents[b]], st.state)
+            frac = actions[b * K:(b + 1) * K]
+            p[b * K:(b + 1) * K], decided[b] = frac, 1.0
+            inr[:] = inr + st.added_inr(frac)
+        np.testing.assert_array_equal(env.inr, inr)
+        p_w = slot.problem.project(actions.astype(np.float64)[None] * slot.problem.p_max_w)
+        G = expand_gains(slot.user_bs[None], K)
+        want = interference_plus_noise(G, p_w, slot.problem.noise_w)[0] / slot.problem.noise_w - 1.0
+        np.testing.assert_allclose(inr, want, rtol=2e-5, atol=1e-9)
+
+
+def test_default_round_robin_observations_are_unchanged(pz):
+    """rr_message='powers' (the default) is paper 1's state, [2L + B]; the 'interference' observation is the same
+    vector with the L interference features inserted before the flags, which are 0 for the slot's first BS."""
+    import bs_agent.envs as E
+
+    default, powers = E.round_robin_env(), E.round_robin_env(rr_message="powers")
+    inter = E.round_robin_env(rr_message="interference")
+    L, B = default.source.L, default.source.B
+    assert default.scale is None and default.inr is None
+    assert default.observation_space("bs_0") == powers.observation_space("bs_0")
+    assert default.observation_space("bs_0").shape == (2 * L + B,)
+    space = inter.observation_space("bs_0")
+    np.testing.assert_array_equal(np.delete(space.low, np.s_[2 * L:3 * L]), default.observation_space("bs_0").low)
+    np.testing.assert_array_equal(np.delete(space.high, np.s_[2 * L:3 * L]), default.observation_space("bs_0").high)
+    for seed in range(3):
+        actions = np.random.default_rng(seed).random(L).astype(np.float32)
+        a, b, c = _play(default, seed, actions), _play(powers, seed, actions), _play(inter, seed, actions)
+        assert list(a) == list(b) == list(c)                            # the same order of turns
+        first = default.possible_agents[default.order[0]]
+        for agent in a:
+            np.testing.assert_array_equal(a[agent], b[agent])
+            np.testing.assert_array_equal(a[agent], np.delete(c[agent], np.s_[2 * L:3 * L]))
+            assert (c[agent][2 * L:3 * L] == 0).all() == (agent == first)
+
+
+def test_bad_rr_message_is_one_clear_line(pz):
+    import bs_agent.envs as E
+
+    with pytest.raises(ProblemError, match=r"^rr_message: expected one of powers, interference, got 'sinr'$"):
+        E.round_robin_env(rr_message="sinr")
+    with pytest.raises(ProblemError, match=r"^rr_message: the round-robin message exists in round_robin_env only"):
+        E.parallel_env(rr_message="interference")
 
 
 # ------------------------------------------------------------------------------------------ rollouts and seeds
