@@ -35,7 +35,9 @@ measured clock offset.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic_ns as now_ns
 
@@ -55,6 +57,11 @@ CU_ID = 1 << 15
 
 METHODS = ("wmmse", "fp", "optimum")
 FALLBACKS = ("last", "undecided")
+WAITS = ("block", "spin")
+"""How a node waits for an input (real clock): ``block`` in the socket until the frame wakes it (the core idles
+meanwhile), or ``spin``: poll without sleeping, yielding the core to any other runnable process at every poll
+(``os.sched_yield``), as a deployed BS with a core of its own would (its caches stay warm and no wake-up
+latency is paid when the input comes)."""
 
 POLL_SLEEP_S = 50e-6
 """Sleep between polls in the last millisecond before a deadline."""
@@ -80,6 +87,7 @@ class ExecSetup:
     inbound     link models of the messages this node receives, by sender id
     clock       'real' (deadlines, fallbacks) | 'logical' (wait for every input or its loss)
     fallback    one of :data:`FALLBACKS`
+    wait        one of :data:`WAITS`: block in the socket, or spin (real clock)
     decision_margin_ns   how long before a slot's end a waiting node gives up and decides
     seed        the run's root seed (the link emulator's streams)
     """
@@ -99,6 +107,7 @@ class ExecSetup:
     inbound: dict[int, LinkModel] = field(default_factory=dict)
     clock: str = "real"
     fallback: str = "last"
+    wait: str = "block"
     decision_margin_ns: int = 100_000
     seed: int = 0
 
@@ -130,9 +139,11 @@ class _Inbox:
     finished slots counted late and dropped."""
 
     def __init__(self, node: RingNode, rec: SlotRecords, logical: bool,
-                 shapes: dict[int, dict[str, int]] | None = None) -> None:
-        self.node, self.rec, self.logical = node, rec, logical
+                 shapes: dict[int, dict[str, int]] | None = None, spin: bool = False,
+                 checks: dict[int, Callable[[Envelope], bool]] | None = None) -> None:
+        self.node, self.rec, self.logical, self.spin = node, rec, logical, spin
         self.shapes = shapes or {}                                    # kind -> {field: length} of a usable payload
+        self.checks = checks or {}                # kind -> whether an awaited message is usable (else: by shape)
         self.pending: dict[tuple[int, int, int], Envelope] = {}    # (kind, slot, sender) -> message
 
     def take(self, kind: int, slot: int, senders: set[int], deadline_ns: int) -> dict[int, tuple[Envelope, int]]:
@@ -145,8 +156,12 @@ class _Inbox:
             self.rec.late += 1
         for s in list(senders):
             env = self.pending.pop((kind, slot, s), None)
-            if env is not None:
-                got[s] = (env, now_ns())
+            if env is not None:                   # it came early: held, now checked like one arriving now
+                t = now_ns()
+                if self._usable(kind, env):
+                    got[s] = (env, t)
+                else:
+                    self.rec.malformed += 1
         node = self.node
         dropped0 = node.stats.dropped_injected
         while len(got) < len(senders):
@@ -158,13 +173,18 @@ class _Inbox:
                 left = deadline_ns - now_ns()
                 if left <= 0:
                     break
-                # whole milliseconds block in the socket (woken by a frame); the last one polls and sleeps
-                env = node.recv(timeout_ms=left // 1_000_000) if left >= 1_000_000 else self._poll(deadline_ns)
+                if self.spin:                     # poll; give the core to anyone runnable, else poll again
+                    env = node.recv(timeout_ms=0)
+                    if env is None:
+                        os.sched_yield()
+                        continue
+                else:   # whole milliseconds block in the socket (woken by a frame); the last one polls and sleeps
+                    env = node.recv(timeout_ms=left // 1_000_000) if left >= 1_000_000 else self._poll(deadline_ns)
             if env is None:
                 continue
             t = now_ns()
             if env.kind == kind and env.iteration == slot and env.sender in senders and env.sender not in got:
-                if not _payload_ok(env, self.shapes.get(kind, {})):
+                if not self._usable(kind, env):
                     self.rec.malformed += 1         # the awaited message, unusable: as if it had not come
                     continue
                 got[env.sender] = (env, t)
@@ -173,6 +193,10 @@ class _Inbox:
             else:
                 self.pending[(int(env.kind), env.iteration, env.sender)] = env
         return got
+
+    def _usable(self, kind: int, env: Envelope) -> bool:
+        check = self.checks.get(kind)
+        return check(env) if check is not None else _payload_ok(env, self.shapes.get(kind, {}))
 
     def _poll(self, deadline_ns: int) -> Envelope | None:
         """The last millisecond before a deadline (a socket's timeout is in whole ms): poll, sleeping ~50 µs
@@ -197,15 +221,20 @@ class ExecNode:
         L, B, K = setup.L, setup.B, setup.K
         # rr_message='interference': the round-robin vector carries the running interference "inr" too
         self.inr = np.zeros(L, np.float32) if setup.spec is not None and setup.spec.interference else None
-        self.inbox = _Inbox(node, self.rec, self.logical, {
+        self.shapes = {
             int(Kind.POWER_VECTOR): {"p": L, "decided": B, **({} if self.inr is None else {"inr": L})},
             int(Kind.CSI_UPLOAD): {"gains": L},
-            int(Kind.POWER_ASSIGNMENT): {"p": K}})
+            int(Kind.POWER_ASSIGNMENT): {"p": K}}
+        rr = setup.role == "bs" and setup.scheme == "partial"
+        self.inbox = _Inbox(node, self.rec, self.logical, self.shapes, spin=setup.wait == "spin",
+                            checks={int(Kind.POWER_VECTOR): self._vector_ok} if rr else None)
         self.policy = LeanPolicy(setup.spec, setup.theta) if setup.theta is not None else None
         if setup.role == "bs" and setup.scheme != "centralized":
             self.state = SlotState(setup.spec, setup.node_id, setup.norm)
         L, B = setup.L, setup.B
         self.last_token: tuple | None = None   # round-robin: last vector received (p, decided, inr or None)
+        self.last_p, self.last_d = np.zeros(L, np.float32), np.zeros(B, np.float32)   # ... as the C path keeps it
+        self.taken = False                     # the awaited vector was taken into the state by the compiled path
         self.last_csi: dict[int, np.ndarray] = {}                       # central unit: last upload per BS
         self.mean_gain = float(10.0 ** (setup.norm.mean_db / 10.0))
         self.p = np.zeros(L, np.float32)
@@ -252,6 +281,7 @@ class ExecNode:
         self.state.set_csi(csi)
         pos = int(np.flatnonzero(order == b)[0])
         p, decided, inr = self.p, self.decided, self.inr
+        taken = self.taken = False
         if pos == 0:
             p[:] = 0.0
             decided[:] = 0.0
@@ -262,7 +292,11 @@ class ExecNode:
             prev = int(order[pos - 1])
             self.policy(self.state.state)     # warm-up while the predecessors decide: the weights into the cache
             got = self.inbox.take(Kind.POWER_VECTOR, slot, {prev}, wait_until)
-            if prev in got:
+            taken = prev in got and self.taken
+            if taken:                         # p, decided and the state already set (SlotState.take_token)
+                rec.t_in[slot] = got[prev][1]
+                self.last_token = (self.last_p, self.last_d, None)
+            elif prev in got:
                 env, rec.t_in[slot] = got[prev]
                 p[:] = env.payload["p"]
                 decided[:] = env.payload["decided"]
@@ -283,7 +317,8 @@ class ExecNode:
                     if inr is not None:
                         inr[:] = 0.0
                 p[b * K:(b + 1) * K] = 0.0            # it has not decided in this slot yet
-        self.state.set_powers(p, decided, inr)
+        if not taken:
+            self.state.set_powers(p, decided, inr)
         frac = self.policy(self.state.state)
         rec.frac[slot] = frac
         if pos + 1 < len(order):
@@ -295,6 +330,14 @@ class ExecNode:
                 vector["inr"] = inr
             self.node.send(int(order[pos + 1]), Envelope(Kind.POWER_VECTOR, b, int(order[pos + 1]), slot, 0, vector))
         rec.t_out[slot] = now_ns()
+
+    def _vector_ok(self, env: Envelope) -> bool:
+        """Whether the awaited round-robin vector is usable; the compiled path (SlotState.take_token) also
+        takes it into p, decided and the state in the same pass (``self.taken``)."""
+        pay = env.payload
+        self.taken = self.state.take_token(pay.get("p"), pay.get("decided"), self.p, self.decided, self.last_p,
+                                           self.last_d)
+        return self.taken or _payload_ok(env, self.shapes[int(Kind.POWER_VECTOR)])
 
     def _upload_and_wait(self, slot: int, csi: np.ndarray, t_end_ns: int) -> None:
         """A BS of the centralized scheme: upload the CSI, wait for the assignment (until the slot's end)."""
@@ -368,5 +411,5 @@ def solve(method: str, problem: Problem) -> np.ndarray:
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
 
 
-__all__ = ["CU_ID", "METHODS", "FALLBACKS", "MISSING_INPUT", "HOLD", "ExecSetup", "ExecNode", "SlotRecords",
+__all__ = ["CU_ID", "METHODS", "FALLBACKS", "WAITS", "MISSING_INPUT", "HOLD", "ExecSetup", "ExecNode", "SlotRecords",
            "solve"]

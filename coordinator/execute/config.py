@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bs_agent.trpo.execution import FALLBACKS
+from bs_agent.trpo.execution import FALLBACKS, WAITS
 from coordinator.config import ConfigError
 from coordinator.config import config_field as _f
 from coordinator.placement import check_placement, placement_field, secure_field
@@ -70,6 +70,9 @@ class ExecRunConfig:
     fallback: str = _f("last", "what a node does without its input by the deadline: last (the last vector / "
                                "CSI received) | undecided (predecessors undecided; the mean gain for missing CSI)",
                        choices=FALLBACKS)
+    wait: str = _f("block", "how a node waits for an input (real clock): block (in the socket; the core idles and "
+                            "wakes on the frame) | spin (polls, yielding the core at every poll: a BS with a core "
+                            "of its own)", choices=WAITS)
     decision_margin_us: float = _f(100.0, "a node waiting for an input gives up this long before the slot's end "
                                           "and decides on what it has", range=(0.0, 1e8))
     warmup_slots: int = _f(20, "first slots left out of the latency statistics (caches, first sends)",

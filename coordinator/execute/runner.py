@@ -93,8 +93,8 @@ class ExecutionRunner:
         bs_bs, bs_cu = cfg.links.model("bs_bs"), cfg.links.model("bs_cu")
         common = dict(scheme=src.scheme, spec=src.spec, norm=norm, B=self.B, K=self.K, p_max_w=sc.p_max_w,
                       noise_w=sc.noise_w, bs_sum_power_w=sc.bs_sum_power_w, clock=cfg.run.clock,
-                      fallback=cfg.run.fallback, decision_margin_ns=int(cfg.run.decision_margin_us * 1e3),
-                      seed=self.seed)
+                      fallback=cfg.run.fallback, wait=cfg.run.wait,
+                      decision_margin_ns=int(cfg.run.decision_margin_us * 1e3), seed=self.seed)
         out: dict[int, ExecSetup] = {}
         for b in range(self.B):
             inbound = {CU_ID: bs_cu} if src.has_cu else {j: bs_bs for j in range(self.B) if j != b}

@@ -142,3 +142,22 @@ def test_every_vector_sent_is_received_or_dropped_on_the_real_clock(ray_session)
     received = sum(1 for row in rows if row[0] not in (SENT, DROPPED))
     dropped = sum(1 for row in rows if row[0] == DROPPED)
     assert sent == 2 * 40 and sent == received + dropped and dropped > 0
+
+
+@pytest.mark.parametrize("wait", ["block", "spin"])
+def test_real_clock_decisions_equal_the_evaluations_whichever_way_nodes_wait(ray_session, wait):
+    """On the wall clock, a BS that blocks in its socket and one that spins (run.wait) decide alike: every
+    decision taken on its predecessor's vector (no fallback) is the evaluation's, and every vector sent is
+    received (ideal links, slots long enough for the hops)."""
+    src = source("partial", seed=5)
+    cfg, runner, col = execute(src, ["run.slots=30", "run.slot_ms=25", "run.warmup_slots=0", f"run.wait={wait}"])
+    ideal = ideal_fractions(src, runner.problem, runner.order)
+    flags = np.stack([col.nodes[b]["flags"] for b in range(3)])           # [B, n]
+    for b in range(3):
+        r = col.nodes[b]
+        clean = r["done"] & (flags[b] == 0)
+        assert clean.sum() >= 15                      # most slots: a fallback needs a 25 ms stall
+        np.testing.assert_allclose(r["frac"][clean], ideal[clean, 2 * b:2 * b + 2], rtol=0, atol=2e-6)
+    rows = [row for r in col.nodes.values() for row in r["rows"] if row[1] == int(Kind.POWER_VECTOR)]
+    sent = sum(1 for row in rows if row[0] == SENT)
+    assert sent == 2 * 30 == sum(1 for row in rows if row[0] not in (SENT, DROPPED))
