@@ -46,3 +46,19 @@ def test_sb3_contrib_trpo_improves_on_random_policy():
         trained = mean_reward(gymnasium, lambda obs: model.predict(obs, deterministic=True)[0])
     assert model.num_timesteps == STEPS
     assert trained >= MIN_RATIO * random, (trained, random)
+
+
+def test_match_nets_gives_the_libraries_bsemus_networks():
+    """benchmarks/peers.py --match-nets: SB3's policy_kwargs follow the shipped centralized config (layers x hidden
+    for policy and value, ELU, initial log-std), read from it rather than written twice."""
+    import torch
+
+    from benchmarks.peers import SHIPPED, matched_policy_kwargs
+    from coordinator.trpo.config import TrainConfig
+    from deploy.config import load_config
+
+    pol = load_config(TrainConfig, SHIPPED, []).policy
+    kw = matched_policy_kwargs()
+    assert kw["net_arch"] == {"pi": [pol.hidden] * pol.layers, "vf": [pol.hidden] * pol.layers}
+    assert (pol.layers, pol.hidden) == (3, 256) and kw["activation_fn"] is torch.nn.ELU
+    assert kw["log_std_init"] == pol.init_log_std == 1.5
