@@ -40,9 +40,9 @@ from pathlib import Path
 # run as a script, sys.path[0] is benchmarks/, whose protocol.py would shadow the protocol package
 sys.path[:1] = [str(Path(__file__).resolve().parents[1])]
 
-from coordinator.cluster import NodeProbe, check_cluster  # noqa: E402
+from coordinator.cluster import check_cluster  # noqa: E402
 from coordinator.session import SessionError, check_address, ray_session  # noqa: E402
-from tests.coordinator.test_cluster import closed_port, two_node_cluster  # noqa: E402
+from tests.coordinator.test_cluster import closed_port, probe_absent_peer, two_node_cluster  # noqa: E402
 from tests.deploy import test_cluster as cli  # noqa: E402
 
 HEADER = f"{'case':<58} {'goal':>8} {'p50 s':>7} {'max s':>7}  load"
@@ -108,12 +108,7 @@ def ray_address_refused() -> None:
 
 
 def probe_gives_up() -> None:
-    a = NodeProbe()
-    eps = {1: a.open(1, loopback=True), 2: f"tcp://127.0.0.1:{closed_port()}"}
-    try:
-        res = a.probe(eps, [2], 4, reach_timeout_s=0.3, serve_s=0.5)
-    finally:
-        a.close()
+    res = probe_absent_peer()
     if res["unfinished"] != [2] or res["pairs"][2].get("ok"):
         raise RuntimeError(f"the probe did not give up on the absent peer: {res}")
 

@@ -133,14 +133,19 @@ def test_probes_ping_each_other_over_real_sockets(curve):
         assert out[mine]["unfinished"] == []
 
 
-def test_probe_names_a_peer_that_does_not_answer():
-    """A peer whose endpoint nobody serves: the pair is not ok, says so, and the probe gives up on it."""
+def probe_absent_peer() -> dict:
+    """Node 1 probes itself and node 2, whose endpoint nobody serves (also timed by benchmarks/failfast.py)."""
     a = NodeProbe()
     eps = {1: a.open(1, loopback=True), 2: f"tcp://127.0.0.1:{closed_port()}"}
     try:
-        res = a.probe(eps, [2], 4, reach_timeout_s=0.3, serve_s=0.5)
+        return a.probe(eps, [2], 4, reach_timeout_s=0.3, serve_s=0.5)
     finally:
         a.close()
+
+
+def test_probe_names_a_peer_that_does_not_answer():
+    """A peer whose endpoint nobody serves: the pair is not ok, says so, and the probe gives up on it."""
+    res = probe_absent_peer()
     assert res["pairs"][2] == {"ok": False, "error": "no answer within 0.3 s"}
     assert res["unfinished"] == [2]  # how fast it gives up: benchmarks/failfast.py
 
