@@ -1,5 +1,5 @@
-"""A trained policy's decision for ONE slot, as lean as numpy allows (:class:`LeanPolicy`), and the state a
-BS builds from what it has in that slot (:class:`SlotState`).
+"""A trained policy's decision for ONE slot in one compiled call, numpy as reference (:class:`LeanPolicy`), and
+the state a BS builds from what it has in that slot (:class:`SlotState`).
 
 Training acts on batches of M slots with torch; the execution phase decides one slot at a time, where
 torch's per-operation overhead (~5-10 µs a call, ~110 µs for a bare 3x256 forward) would dominate. Here a
