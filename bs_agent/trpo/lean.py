@@ -12,7 +12,7 @@ with the same parameters, in the same precision (float32), as :class:`bs_agent.t
 (equal to its mean action up to the rounding of a matrix-vector against a matrix-matrix product).
 
 The whole forward is one call into the compiled ``bs_agent.trpo._cpolicy`` where it is built (``pip install``
-builds it; a 3x256 policy: ~6 µs against ~23 µs for the numpy calls below, which stay the reference and the
+builds it; a 3x256 policy: ~8 µs p50 hot against ~22 µs for the numpy calls below, which stay the reference and the
 fallback). :data:`POLICY_IMPL` says which is active: ``"c"`` unless the extension is missing or
 ``BSEMU_PURE_POLICY=1`` at import, else ``"numpy"``.
 """

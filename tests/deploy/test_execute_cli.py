@@ -66,6 +66,7 @@ def test_execute_a_solver_on_the_central_unit(tmp_path):
     (["--method", "wmmse", "--set", "links.loss=2"], "links.loss"),
     (["--method", "optimum", "--set", "scenario.kind=7cell"], "at most 8 links"),
     (["--method", "wmmse", "--slots", "0"], "run.slots"),
+    (["--method", "wmmse", "--set", "run.wait=busy"], "run.wait: expected one of block, spin"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     args = [str(tmp_path) if a == "RUN" else a for a in args]
