@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,21 +120,28 @@ def summarize(problem: Problem, results: dict[str, MethodResult], context: dict 
     return out
 
 
+def md_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table: the header, its rule, one row per item of ``body`` (cells as ``str`` gives them)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
 def markdown_table(summary: dict) -> str:
     """A Markdown table of the summary (one row per method)."""
     has_opt = any("ratio_to_optimum" in m for m in summary["methods"].values())
     has_ub = any("ratio_to_upper_bound" in m for m in summary["methods"].values())
     head = ["method", "Mbps (mean ± std)", "bit/s/Hz", "µs/realization batched", "µs one at a time"]
     head += ["÷ optimum"] * has_opt + ["÷ upper bound"] * has_ub
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for name, m in summary["methods"].items():
         single = "—" if m["time_single_s"] is None else f"{m['time_single_s'] * 1e6:.1f}"
         row = [name, f"{m['mean_mbps']:.2f} ± {m['std_mbps']:.2f}", f"{m['mean_bps_hz']:.4f}",
                f"{m['time_batched_s'] * 1e6:.1f}", single]
         row += [f"{m.get('ratio_to_optimum', float('nan')):.4f}"] * has_opt
         row += [f"{m.get('ratio_to_upper_bound', float('nan')):.4f}"] * has_ub
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return md_table(head, rows)
 
 
 def write_outputs(out_dir: Path, summary: dict, results: dict[str, MethodResult]) -> None:

@@ -169,9 +169,12 @@ def write_outputs(out: Path, cfg: Any, summary: dict[str, Any], per_slot: dict[s
 
 def table_iv(summaries: list[dict[str, Any]]) -> str:
     """Paper 1 Table IV-style rows: per-BS decision and slot latency, signalling, sum-rate, the paper's time."""
-    lines = ["| scheme / method | decision p50 / p99 µs (per node) | slot p50 / p99 µs | msgs / bytes per slot "
-             "(Table III scalars) | sum-rate Mbps (ideal links) | deadline met | paper Table IV (ms) |",
-             "|---|---|---|---|---|---|---|"]
+    from radio.evaluation import md_table
+
+    head = ["scheme / method", "decision p50 / p99 µs (per node)", "slot p50 / p99 µs",
+            "msgs / bytes per slot (Table III scalars)", "sum-rate Mbps (ideal links)", "deadline met",
+            "paper Table IV (ms)"]
+    rows = []
     for s in summaries:
         dec = ", ".join(f"{k} {v.get('p50', float('nan')):.0f}/{v.get('p99', float('nan')):.0f}"
                         for k, v in s["decision_us"].items())
@@ -179,11 +182,10 @@ def table_iv(summaries: list[dict[str, Any]]) -> str:
         paper = s.get("paper_table_iv_s")
         slot = f"{sl.get('p50', float('nan')):.0f} / {sl.get('p99', float('nan')):.0f}"
         rate = f"{s['sum_rate_mbps']:.2f} ({s['sum_rate_mbps_ideal']:.2f})"
-        lines.append(f"| {s['method']} | {dec} | {slot} | "
-                     f"{s['messages_per_slot']:.2f} / {s['bytes_per_slot']:.0f} ({s['table3_scalars_per_slot']}) | "
-                     f"{rate} | {100 * s['deadline_met_share']:.1f} % | {'' if paper is None else f'{paper * 1e3:g}'}"
-                     " |")
-    return "\n".join(lines) + "\n"
+        rows.append([s["method"], dec, slot,
+                     f"{s['messages_per_slot']:.2f} / {s['bytes_per_slot']:.0f} ({s['table3_scalars_per_slot']})",
+                     rate, f"{100 * s['deadline_met_share']:.1f} %", "" if paper is None else f"{paper * 1e3:g}"])
+    return md_table(head, rows) + "\n"
 
 
 def _details(s: dict[str, Any]) -> str:

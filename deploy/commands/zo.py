@@ -272,12 +272,13 @@ def _train_into(run_: Run, address: str | None, no_progress: bool, restarts: int
                                                   ("sum_rate", "max_power", "messages", "scalars", "bytes")},
              "messages_logged": summary.get("totals", {}), **({"frames_dropped": dropped} if dropped else {})}
     rd.write_json("summary.json", final)
-    lines = ["| quantity | value |", "|---|---|"]
-    for k in ("method", "update", "n_links", "iterations", "sum_rate", "max_power", "messages", "scalars", "bytes"):
-        v = final.get(k)
-        lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
-    (rd.path / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    from radio.evaluation import md_table
+
+    keys = ("method", "update", "n_links", "iterations", "sum_rate", "max_power", "messages", "scalars", "bytes")
+    table = md_table(["quantity", "value"], [[k, f"{v:.4f}" if isinstance(v := final.get(k), float) else v]
+                                             for k in keys])
+    (rd.path / "summary.md").write_text(table + "\n")
+    print(table)
     for w in suspicious(last):
         print(f"bsemu zo: warning: {w}", file=sys.stderr)
     print(f"run folder: {rd.path}")

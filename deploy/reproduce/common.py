@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy.sweeps.tasks import ray_tasks
+from radio.evaluation import md_table  # noqa: F401  (the reproductions' tables)
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,6 @@ class Figure:
 def load() -> str:
     """The 1-minute load average now, for every figure's context."""
     return f"{os.getloadavg()[0]:.2f}"
-
-
-def md_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
 
 
 def run_points(fn: Callable[[Any], Any], items: Sequence[Any], parallel: bool,
