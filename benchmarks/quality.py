@@ -7,6 +7,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
                                  [--value-precision float32|bfloat16|auto]
                                  [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...] [--a2c]
                                  [--rr-message powers|interference[,...]]
+                                 [--credit common|difference|difference_self[,...]]
 
 Budgets per scheme (each flag given on the command line overrides it for every scheme):
   centralized  the shipped deploy/configs/3cell_centralized.yaml: 1300 iterations x M = 2000 episodes
@@ -21,7 +22,9 @@ gradient clipping, M and networks) is trained for as many environment steps as t
 above (rounded up to whole A2C iterations) and printed beside it; a run that diverges is printed as such.
 With --rr-message, the round-robin scheme (partial) is trained once per message variant named
 (trpo.rr_message: powers = paper 1's state, interference = plus the running interference at every user), the
-same seeds, printed as trpo_partial[VARIANT] with the worst and 1st-percentile per-realization ratios.
+same seeds, printed as trpo_partial[VARIANT]; with --credit, likewise one run per trpo.credit (each BS's return:
+paper 1's common sum-rate, or the difference with the BS silenced) for the decentralized schemes. Every line
+gives, beside the mean, the worst and 1st-percentile per-realization ratios to WMMSE (and the optimum).
 The trained policy is evaluated on its deterministic mean action (clipped to [0, Pmax]), as `bsemu
 evaluate` does. The budget (iterations x episodes, environment steps, networks, minutes) is printed
 with the results.
@@ -97,23 +100,37 @@ def budget(cfg: TrainConfig) -> str:
             f"Fisher every {t.fvp_stride}-th episode, {cfg.run.threads} thread(s)")
 
 
-def train_eval(cfg: TrainConfig, problem, eval_at=(), report=None) -> tuple[float, float, int]:
-    """Train cfg's budget; held-out mean sum-rate of the final policy, training seconds, env steps. At each
-    iteration count in ``eval_at`` (below the budget) ``report(iterations, rate, seconds, steps)`` is called
-    on the policy of that moment (every sampler has its own seeded generator, so evaluating mid-run does not
-    change the training; the seconds exclude the evaluations)."""
+def train_eval(cfg: TrainConfig, problem, eval_at=(), report=None) -> tuple[np.ndarray, float, int]:
+    """Train cfg's budget; held-out per-realization sum-rates [n] of the final policy, training seconds, env
+    steps. At each iteration count in ``eval_at`` (below the budget) ``report(iterations, rates, seconds, steps)``
+    is called on the policy of that moment (every sampler has its own seeded generator, so evaluating mid-run does
+    not change the training; the seconds exclude the evaluations)."""
     tr = Trainer(cfg, make_backend(cfg))
     dt, steps = 0.0, 0
 
-    def rate() -> float:
-        return float(sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w).mean())
+    def rates() -> np.ndarray:
+        return sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w)
     for it in range(1, cfg.run.iterations + 1):
         t0 = time.perf_counter()
         steps += tr.step()["env_steps"]
         dt += time.perf_counter() - t0
         if it in eval_at and it < cfg.run.iterations and report is not None:
-            report(it, rate(), dt, steps)
-    return rate(), dt, steps
+            report(it, rates(), dt, steps)
+    return rates(), dt, steps
+
+
+def line(name: str, per: np.ndarray, base: dict, w: float, ref: float, dt: float | None = None,
+         steps: int | None = None, tail: str = "") -> str:
+    """One result line: Mbps, bit/s/Hz, x the reference, training minutes and steps, then against WMMSE (and the
+    optimum) the mean ratio and the worst and 1st-percentile per-realization ratios."""
+    r = float(per.mean())
+    cols = []
+    for ref_name in ("wmmse", "optimum"):
+        if ref_name in base and name != ref_name:
+            q = per / base[ref_name].sum_rate
+            cols.append(f"x {ref_name}: worst {q.min():.4f} p1 {np.percentile(q, 1):.4f}")
+    times = f"{dt / 60:>9.2f} {steps:>10}" if dt is not None else f"{'':>9} {'':>10}"
+    return f"{name:<24} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {times}   {'; '.join(cols)}{tail}"
 
 
 def main() -> None:
@@ -133,6 +150,8 @@ def main() -> None:
                     "of environment steps as the centralized TRPO budget")
     ap.add_argument("--rr-message", default=None, help="comma list of trpo.rr_message variants (powers, "
                     "interference) for the round-robin scheme: one run each, same seeds, trpo_partial[VARIANT]")
+    ap.add_argument("--credit", default=None, help="comma list of trpo.credit variants (common, difference, "
+                    "difference_self) for the decentralized schemes: one run each, same seeds, trpo_SCHEME[CREDIT]")
     ap.add_argument("--7cell", dest="seven", action="store_true")
     ap.add_argument("--no-3cell", dest="three", action="store_false", help="only the 7-cell schemes")
     a = ap.parse_args()
@@ -151,55 +170,35 @@ def main() -> None:
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         ref = float(base["optimum" if "optimum" in base else "wmmse"].sum_rate.mean())
         rel = "optimum" if "optimum" in base else "wmmse"
-        print(f"{'method':<18} {'Mbps':>8} {'bit/s/Hz':>9} {'x ' + rel:>10} {'train min':>9} {'env steps':>10}")
+        print(f"{'method':<24} {'Mbps':>8} {'bit/s/Hz':>9} {'x ' + rel:>10} {'train min':>9} {'env steps':>10}")
         schemes = a.schemes.split(",") if a.schemes else (
             ["centralized", "partial", "full"] if kind == "3cell" else ["partial", "full"])
         for scheme in schemes:
+            variants = [("", "")]
             if a.rr_message and scheme == "partial":      # one run per round-robin message variant
-                for variant in a.rr_message.split(","):
-                    rr_variant(kind, a, variant, problem, base, w, ref)
-                continue
-            cfg = scheme_config(kind, scheme, a)
-            def report(it, r, dt, steps, scheme=scheme, w=w, ref=ref):
-                print(f"{'trpo_' + scheme + '@' + str(it):<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} "
-                      f"{dt / 60:>9.2f} {steps:>10}", flush=True)
-            eval_at = {int(x) for x in a.eval_at.split(",") if x}
-            r, dt, steps = train_eval(cfg, problem, eval_at, report)
-            print(f"{'trpo_' + scheme:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {dt / 60:>9.2f} {steps:>10}"
-                  f"   {budget(cfg)}", flush=True)
+                variants = [(f"trpo.rr_message={v}", v) for v in a.rr_message.split(",")]
+            if a.credit and scheme != "centralized":      # one run per credit (each BS's return)
+                variants = [(f"{s0} trpo.credit={c}".strip(), f"{n0},{c}".strip(",")) for s0, n0 in variants
+                            for c in a.credit.split(",")]
+            for sets, label in variants:
+                cfg = scheme_config(kind, scheme, a, tuple(sets.split()))
+                name = f"trpo_{scheme}" + (f"[{label}]" if label else "")
+
+                def report(it, per, dt, steps, name=name, w=w, ref=ref, base=base):
+                    print(line(f"{name}@{it}", per, base, w, ref, dt, steps), flush=True)
+                eval_at = {int(x) for x in a.eval_at.split(",") if x}
+                per, dt, steps = train_eval(cfg, problem, eval_at, report)
+                print(line(name, per, base, w, ref, dt, steps, f"; load {os.getloadavg()[0]:.2f}; {budget(cfg)}"),
+                      flush=True)
         if a.a2c and kind == "3cell":
             cfg = a2c_config(scheme_config(kind, "centralized", a), a.seed)
             try:
-                r, dt, steps = train_eval(cfg, problem)
-                print(f"{'a2c_centralized':<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {dt / 60:>9.2f} {steps:>10}"
-                      f"   {budget(cfg)}", flush=True)
+                per, dt, steps = train_eval(cfg, problem)
+                print(line("a2c_centralized", per, base, w, ref, dt, steps, f"   {budget(cfg)}"), flush=True)
             except Diverged as exc:
-                print(f"{'a2c_centralized':<18} {exc}   {budget(cfg)}", flush=True)
+                print(f"{'a2c_centralized':<24} {exc}   {budget(cfg)}", flush=True)
         for n, res in base.items():
-            r = float(res.sum_rate.mean())
-            print(f"{n:<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f}")
-
-
-def rr_variant(kind: str, a: argparse.Namespace, variant: str, problem, base: dict, w: float, ref: float) -> None:
-    """Train the round-robin scheme with trpo.rr_message=``variant``; print its mean beside WMMSE (and the
-    optimum), with the worst and 1st-percentile per-realization ratios to the reference."""
-    cfg = scheme_config(kind, "partial", a, (f"trpo.rr_message={variant}",))
-    tr = Trainer(cfg, make_backend(cfg))
-    t0 = time.perf_counter()
-    for _ in range(cfg.run.iterations):
-        tr.step()
-    dt = time.perf_counter() - t0
-    per = sum_rate(problem.G, evaluate_policy(cfg, tr.theta, problem), problem.noise_w)
-    r = float(per.mean())
-    cols = []
-    for name in ("wmmse", "optimum"):
-        if name in base:
-            q = per / base[name].sum_rate
-            cols.append(f"x {name} mean {r / float(base[name].sum_rate.mean()):.5f} worst {q.min():.4f} "
-                        f"p1 {np.percentile(q, 1):.4f}")
-    print(f"{'trpo_partial[' + variant + ']':<18} {r * w:>8.2f} {r:>9.4f} {r / ref:>10.5f} {dt / 60:>9.2f} "
-          f"{cfg.run.iterations * cfg.trpo.episodes * scenario_of(cfg).cells:>10}   {'; '.join(cols)}; "
-          f"load {os.getloadavg()[0]:.2f}; {budget(cfg)}", flush=True)
+            print(line(n, res.sum_rate, base, w, ref))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from radio.seeding import TrpoStream, child_seed
 
 ALGOS = ("trpo", "a2c")
 BACKENDS = ("inproc", "ray")
+CREDITS = ("common", "difference", "difference_self")
 METHODS = ("max_power", "random", "wmmse", "fp", "optimum")
 
 
@@ -85,6 +86,15 @@ class TrpoConfig:
                          "0.687 x WMMSE against 0.637 (better on every seed); 1000 iterations, seeds 0 / 1: 0.894 / "
                          "0.906 against 0.881 / 0.910 (a tie: faster early, not shown to end higher)",
                          choices=RR_MESSAGES)
+    credit: str = _f("common", "each BS's return (run.scheme=partial|full): common (paper 1: the common sum-rate R) | "
+                     "difference (R minus the sum-rate of the same slot with this BS's powers set to 0, and in the "
+                     "round-robin its successors' too, every other power as sampled: a baseline that does not "
+                     "depend on the BS's own action, so the expected policy gradient is unchanged while the noise "
+                     "of the other BSs' actions and channels mostly cancels; Wolpert & Tumer's difference reward) | "
+                     "difference_self (the same, silencing this BS only: in the round-robin its successors keep the "
+                     "powers they chose after seeing its own, so there it is a biased baseline, to measure against "
+                     "difference; in the fully decentralized scheme the two are one)",
+                     choices=CREDITS)
 
     def __post_init__(self) -> None:
         if self.value_precision == "auto":  # resolved once, here: the run folder's config names the precision
@@ -192,6 +202,9 @@ def check_feasible(cfg: TrainConfig) -> None:
     if cfg.links.loss > 0 and cfg.run.scheme != "partial":
         raise ConfigError(f"links.loss={cfg.links.loss:g}: lost power vectors exist in the round-robin scheme only "
                           "(run.scheme=partial)")
+    if cfg.trpo.credit != "common" and cfg.run.scheme == "centralized":
+        raise ConfigError(f"trpo.credit={cfg.trpo.credit}: a difference return exists for one BS among several "
+                          "(run.scheme=partial or full); expected common")
     if cfg.trpo.rr_message != "powers" and cfg.run.scheme != "partial":
         raise ConfigError(f"trpo.rr_message={cfg.trpo.rr_message}: the round-robin message exists in "
                           "run.scheme=partial only; expected powers")

@@ -104,6 +104,24 @@ def end_of_episode_returns(reward: np.ndarray, position: np.ndarray, horizon: in
     return (gamma ** expo) * reward.reshape(reward.shape + (1,) * (position.ndim - 1))
 
 
+def silenced_sum_rates(rate: Callable[[np.ndarray], np.ndarray], frac: np.ndarray, K: int,
+                       position: np.ndarray | None = None) -> np.ndarray:
+    """[M, B] the sum-rate of each slot with BS b's power fractions set to 0 (``trpo.credit=difference``): with
+    ``position`` [M, B] (the round-robin's step of every BS), its successors' (position > b's) too, since they
+    saw b's powers; every other power as sampled. ``rate`` maps fractions [M, L] to sum-rates [M]. Column b does
+    not depend on BS b's own action, so R - column b is an unbiased return for b's policy gradient."""
+    M, L = frac.shape
+    B = L // K
+    out = np.empty((M, B))
+    for b in range(B):
+        off = np.zeros((M, B), dtype=bool)
+        off[:, b] = True
+        if position is not None:
+            off |= position >= position[:, b:b + 1]
+        out[:, b] = rate(np.where(np.repeat(off, K, axis=1), 0.0, frac))
+    return out
+
+
 def step_weights(position: np.ndarray, gamma: float) -> np.ndarray:
     """gamma^n' of eq. (18)/(12) for 0-based step index n = n' - 1."""
     return gamma ** (np.asarray(position, dtype=np.float64) + 1.0)

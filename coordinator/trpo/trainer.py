@@ -31,7 +31,7 @@ from coordinator.trpo.backend import AgentBackend
 from coordinator.trpo.config import TrainConfig, agent_spec, scenario_of
 from coordinator.trpo.critic import CriticRounds, shares_sum
 from coordinator.trpo.logged import LoggedBackend
-from coordinator.trpo.optim import end_of_episode_returns, step_weights
+from coordinator.trpo.optim import end_of_episode_returns, silenced_sum_rates, step_weights
 from coordinator.trpo.update import update_rule
 from radio.channels import expand_gains
 from radio.problem import Problem
@@ -136,8 +136,9 @@ class Trainer:
         self.backend.set_value(self.phi.detach().numpy())
 
     # ------------------------------------------------------------------ one iteration
-    def _sample(self, it: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Draw M slots, let the agents act; returns (rewards R [M] bit/s/Hz, positions)."""
+    def _sample(self, it: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Draw M slots, let the agents act; returns (rewards R [M] bit/s/Hz, positions, and with
+        ``trpo.credit=difference`` the sum-rates with each BS silenced [M, B], else None)."""
         M, B, K, L = self.cfg.trpo.episodes, self.B, self.K, self.L
         ub = self.scenario.user_bs_gains(M, self.air_rng)              # [M, L, B] the air
         position = random_positions(self.order_rng, M, B) if self.cfg.run.scheme == "partial" else None
@@ -147,8 +148,14 @@ class Trainer:
         frac = self.agents.sample(self.norm(ub), it, position, lost)
         problem = Problem(expand_gains(ub, K), self.scenario.noise_w, np.full(L, self.scenario.p_max_w),
                           self.scenario.bandwidth_hz, B, K, self.scenario.bs_sum_power_w)
-        R = sum_rate(problem.G, powers_w(frac, problem), problem.noise_w)   # [M] bit/s/Hz, common reward
-        return R, position
+        def rate(f: np.ndarray) -> np.ndarray:
+            return sum_rate(problem.G, powers_w(f, problem), problem.noise_w)
+
+        R = rate(frac)                                                     # [M] bit/s/Hz, common reward
+        credit = self.cfg.trpo.credit
+        silenced = None if credit == "common" else \
+            silenced_sum_rates(rate, frac, K, position if credit == "difference" else None)
+        return R, position, silenced
 
     def _positions(self, position: np.ndarray | None, M: int) -> list[np.ndarray]:
         """Step index n of every agent's samples (0-based)."""
@@ -165,12 +172,13 @@ class Trainer:
         change no number."""
         cfg, t0 = self.cfg, time.perf_counter()
         it, M, N = self.iteration, cfg.trpo.episodes, self.N
-        R, position = self._sample(it)
+        R, position, silenced = self._sample(it)
         mean_r = float(R.mean())
         check_finite(it, "the mean sum-rate of the batch (the reward R)", mean_r)
         pos = self._positions(position, M)
         gamma = cfg.trpo.gamma
-        returns = [end_of_episode_returns(R, n, N, gamma) for n in pos]     # G_n = gamma^(N-1-n) R
+        credit = [R] * len(pos) if silenced is None else [R - silenced[:, b] for b in range(len(pos))]
+        returns = [end_of_episode_returns(r, n, N, gamma) for r, n in zip(credit, pos, strict=True)]  # gamma^(N-1-n) R
         step_w = [step_weights(n, gamma) for n in pos]                      # gamma^n' of eq. (18)
         count = float(M * N)
         # policy gradient, eq. (18): each agent freezes pi_old, weights gamma^n (G - V(s)), its share. The
