@@ -4,8 +4,10 @@ same run, with injected link delays, and for 7 cells on a 2-node Ray cluster of 
 
     python benchmarks/latency.py [--slots 2000] [--skip-cluster]
 
-The round-robin runs twice: with its nodes blocking in their sockets while they wait (run.wait=block, the
-default) and polling (run.wait=spin, yielding the core at every poll: what a BS with a core of its own does).
+The round-robin runs three times: with its nodes blocking in their sockets while they wait (run.wait=block, the
+default), polling (run.wait=spin, yielding the core at every poll: what a BS with a core of its own does), and
+blocking under SCHED_FIFO (run.priority, --priority: what a deployed BS's slot loop runs under; where this user
+may). The centralized scheme runs with and without the priority.
 
 Every figure is printed with the load average at the time it was measured; the goals are ratios of
 figures measured in this one run.
@@ -37,6 +39,7 @@ sys.path[:1] = [str(Path(__file__).resolve().parents[1])]   # benchmarks/protoco
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
+from bs_agent.realtime import realtime_refusal  # noqa: E402
 from bs_agent.trpo.base_station import AgentSpec, BaseStation  # noqa: E402
 from bs_agent.trpo.lean import POLICY_IMPL  # noqa: E402
 from coordinator.execute.config import ExecuteConfig, check_execute  # noqa: E402
@@ -170,6 +173,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slots", type=int, default=2000, help="slots per execution run")
     ap.add_argument("--skip-cluster", action="store_true", help="no 2-node cluster section")
+    ap.add_argument("--priority", type=int, default=50, help="run.priority of the real-time round-robin and "
+                    "centralized runs (SCHED_FIFO; 0: none, also where this user may not)")
     a = ap.parse_args()
     n = a.slots
     base = [f"run.slots={n}", "run.warmup_slots=100"]
@@ -186,11 +191,18 @@ def main() -> None:
           f"{full[1]:.1f} µs with 1 ms idle between slots; centralized unit (policy) {cu[0]:.1f} / "
           f"{cu[1]:.1f} µs; WMMSE on one slot (wmmse_one) {iso['wmmse_one'][0]:.1f} µs = "
           f"{iso['wmmse_one'][0] / iso['centralized'][0]:.2f}x the centralized policy's decision\n")
+    refusal = realtime_refusal(a.priority)
+    fifo = [] if a.priority == 0 or refusal else [f"run.priority={a.priority}"]
+    if refusal:
+        print(f"no real-time runs: {refusal}\n")
+    rr_names = ["rr", "rr, spin"] + (["rr, fifo"] if fifo else [])
     session = ray_session()
     try:
         res = {"rr": execute(policy("partial"), base + ["run.slot_ms=1"]),
                "rr, spin": execute(policy("partial"), base + ["run.slot_ms=1", "run.wait=spin"]),
+               **({"rr, fifo": execute(policy("partial"), base + ["run.slot_ms=1"] + fifo)} if fifo else {}),
                "central": execute(policy("centralized"), base + ["run.slot_ms=2"]),
+               **({"central, fifo": execute(policy("centralized"), base + ["run.slot_ms=2"] + fifo)} if fifo else {}),
                "full": execute(policy("full"), base + ["run.slot_ms=1"]),
                "wmmse": execute(Source(Scenario.preset("3cell"), "centralized", method="wmmse"),
                                 base + ["run.slot_ms=5"]),
@@ -209,7 +221,7 @@ def main() -> None:
 
     rr, ce = res["rr"], res["central"]
     print(f"\npolicy forward: {POLICY_IMPL} (bs_agent.trpo.lean.POLICY_IMPL)")
-    for name in ("rr", "rr, spin"):
+    for name in rr_names:
         bs_p50 = max(v["p50"] for v in res[name]["decision_us"].values())
         print(goal(f"per-BS decision p50 <= 50 µs (3x256, round-robin '{name}', in the emulated network: 3 BS actors, "
                    f"the driver and Ray on 2 cores): worst BS {bs_p50:.0f} µs", bs_p50 <= 50))
@@ -219,17 +231,19 @@ def main() -> None:
     pv = rr["hop_us"]["POWER_VECTOR"]
     print(f"round-robin hop in the network (POWER_VECTOR, sent -> handed to the next BS): p50 {pv['p50']:.0f} µs, "
           f"p99 {pv['p99']:.0f} µs against the raw pyzmq hop's {np.median(hop):.0f} µs alone")
-    for name in ("rr", "rr, spin"):
+    for name in rr_names:
         r = res[name]
         floor = sum(v["p50"] for v in r["decision_us"].values()) + 2 * float(np.median(hop))
         s50 = r["slot_us"]["p50"]
         print(goal(f"round-robin '{name}' slot p50 {s50:.0f} µs <= 1.5 x (sum of decisions + 2 raw hops = "
                    f"{floor:.0f} µs): ratio {s50 / floor:.2f}", s50 <= 1.5 * floor))
-    up, down = ce["hop_us"]["CSI_UPLOAD"]["p50"], ce["hop_us"]["POWER_ASSIGNMENT"]["p50"]
-    cfloor = up + ce["decision_us"]["cu"]["p50"] + down
-    c50 = ce["slot_us"]["p50"]
-    print(goal(f"centralized slot p50 {c50:.0f} µs <= 1.5 x (upload hop + central decision + download hop = "
-               f"{cfloor:.0f} µs): ratio {c50 / cfloor:.2f}", c50 <= 1.5 * cfloor))
+    for name in ["central"] + (["central, fifo"] if fifo else []):
+        c = res[name]
+        up, down = c["hop_us"]["CSI_UPLOAD"]["p50"], c["hop_us"]["POWER_ASSIGNMENT"]["p50"]
+        cfloor = up + c["decision_us"]["cu"]["p50"] + down
+        c50 = c["slot_us"]["p50"]
+        print(goal(f"'{name}' slot p50 {c50:.0f} µs <= 1.5 x (upload hop + central decision + download hop = "
+                   f"{cfloor:.0f} µs): ratio {c50 / cfloor:.2f}", c50 <= 1.5 * cfloor))
     for m in ("wmmse", "fp"):
         print(f"{m} central slot p50 / RL centralized slot p50: {res[m]['slot_us']['p50'] / ce['slot_us']['p50']:.1f}x "
               f"(paper Table IV: {0.60 / 6.5e-4 if m == 'wmmse' else 0.64 / 6.5e-4:.0f}x)")
@@ -237,7 +251,7 @@ def main() -> None:
         lo, hi = 2 * d * 1e3, 2 * d * 1e3 + rr["slot_us"]["p99"]
         print(goal(f"rr with {d:g} ms per hop: slot p50 {s['slot_us']['p50']:.0f} µs in [{lo:.0f}, {hi:.0f}]",
                    lo <= s["slot_us"]["p50"] <= hi))
-    for name in ("rr", "rr, spin"):
+    for name in rr_names:
         r = res[name]
         print(goal(f"real-time: '{name}' slot p99 {r['slot_us']['p99']:.0f} µs <= 1 ms (LTE TTI), deadline met in "
                    f"{100 * r['deadline_met_share']:.1f} % of 1 ms slots", r["slot_us"]["p99"] <= 1000))

@@ -22,6 +22,7 @@ import numpy as np
 import ray
 import torch
 
+from bs_agent.realtime import current_policy, enter_realtime
 from bs_agent.trpo.base_station import AgentSpec
 from bs_agent.trpo.execution import ExecNode, ExecSetup
 from bs_agent.trpo.ops import AgentOps, Crit, token_payload
@@ -354,6 +355,7 @@ class ExecActor:
         """Bind the node and the air port (127.0.0.1, or this node's address on a cluster); the node with CURVE
         if given this node's keys of the run (the air port has none: its frames travel in clear)."""
         s = self.setup
+        self._realtime()        # before the sockets: their I/O threads inherit the policy
         host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
         models = {(snd, s.node_id): m for snd, m in s.inbound.items()}
         emulator = None if all(m == LinkModel() for m in models.values()) else \
@@ -362,6 +364,15 @@ class ExecActor:
                              curve=curve)
         self.port = airport.LinkPort(host)
         return self.node.endpoint, self.port.endpoint
+
+    def _realtime(self) -> None:
+        """This thread under SCHED_FIFO at the setup's priority (run.priority; nothing at 0)."""
+        try:
+            enter_realtime(self.setup.priority)
+        except PermissionError as exc:
+            raise RuntimeError(f"run.priority={self.setup.priority}: node {self.setup.node_id} on "
+                               f"{ray.util.get_node_ip_address()} may not use SCHED_FIFO ({exc.strerror}); it needs "
+                               "root or CAP_SYS_NICE there; expected run.priority=0") from None
 
     def connect(self, peers: dict[int, str], hub: str) -> None:
         """Connect to the peers this node sends to (and the coordinator's node), then the start barrier."""
@@ -378,6 +389,7 @@ class ExecActor:
 
     def serve(self) -> int:
         """Slot triggers until STOP; on the logical clock each slot is acknowledged (lockstep)."""
+        self._realtime()        # (the same thread as open's in a Ray actor; set again in case it is not)
         port, node, served = self.port, self.exec, 0
         while True:
             op, slot, ids, payload = port.recv()
@@ -397,6 +409,7 @@ class ExecActor:
         st = self.node.stats
         return {**self.exec.rec.as_dict(), "rows": self.capture.take(), "offset_ns": self.offset_ns,
                 "node": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "sched": current_policy(),
                 "stats": {"sent": st.sent, "received": st.received, "dropped_injected": st.dropped_injected,
                           "rejected": sum(st.rejected.values()), "gaps": st.gaps}}
 

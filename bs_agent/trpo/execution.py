@@ -88,6 +88,7 @@ class ExecSetup:
     clock       'real' (deadlines, fallbacks) | 'logical' (wait for every input or its loss)
     fallback    one of :data:`FALLBACKS`
     wait        one of :data:`WAITS`: block in the socket, or spin (real clock)
+    priority    0, or the SCHED_FIFO priority of the node's loop and socket threads (:mod:`bs_agent.realtime`)
     decision_margin_ns   how long before a slot's end a waiting node gives up and decides
     seed        the run's root seed (the link emulator's streams)
     """
@@ -108,6 +109,7 @@ class ExecSetup:
     clock: str = "real"
     fallback: str = "last"
     wait: str = "block"
+    priority: int = 0
     decision_margin_ns: int = 100_000
     seed: int = 0
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from bs_agent.realtime import realtime
 from bs_agent.trpo.actor import COORD_NODE, ExecActor
 from bs_agent.trpo.base_station import AgentSpec
 from bs_agent.trpo.execution import CU_ID, ExecSetup
@@ -79,7 +80,7 @@ class Collected:
     slot_end_ns: np.ndarray
     send_lag_ns: np.ndarray          # [n] how late the air sent each slot's triggers (its own load)
     offsets: dict[int, tuple[int, int]]   # node -> (offset ns, rtt ns) against the coordinator
-    placement: dict[int, dict[str, str]]  # node -> {"node": Ray node id, "ip": ...}
+    placement: dict[int, dict[str, str]]  # node -> {"node": Ray node id, "ip": ..., "sched": e.g. "fifo 50"}
     secure: bool = False                  # CURVE on every node of the run (run.secure)
     keys: dict[int, NodeKeys] = field(default_factory=dict)   # node -> its public key (no secret), if secure
 
@@ -109,7 +110,7 @@ class ExecutionRunner:
         bs_bs, bs_cu = cfg.links.model("bs_bs"), cfg.links.model("bs_cu")
         common = dict(scheme=src.scheme, spec=src.spec, norm=norm, B=self.B, K=self.K, p_max_w=sc.p_max_w,
                       noise_w=sc.noise_w, bs_sum_power_w=sc.bs_sum_power_w, clock=cfg.run.clock,
-                      fallback=cfg.run.fallback, wait=cfg.run.wait,
+                      fallback=cfg.run.fallback, wait=cfg.run.wait, priority=cfg.run.priority,
                       decision_margin_ns=int(cfg.run.decision_margin_us * 1e3), seed=self.seed)
         out: dict[int, ExecSetup] = {}
         for b in range(self.B):
@@ -130,7 +131,6 @@ class ExecutionRunner:
         return [j for j in range(self.B) if j != i] if self.src.scheme == "partial" else []
 
     def _start(self) -> None:
-        self.session = ray_session(self.address)
         setups = self._setups()
         self.ids = list(setups)
         self.where = plan(self.cfg.run.placement, [_actor_name(i) for i in self.ids])
@@ -178,35 +178,43 @@ class ExecutionRunner:
             self.hub.send(self.index[int(b)], op, slot, ids, self.user_bs[slot, :, b])
 
     def run(self) -> Collected:
-        """Start the nodes, play every slot, collect."""
-        self._start()
+        """Start the nodes, play every slot, collect. With ``run.priority``, the air's thread and its sockets'
+        threads run SCHED_FIFO from after Ray's start (whose processes stay normal) to the end of the slots."""
+        self.session = ray_session(self.address)
         try:
-            serving = [self.actors[i].serve.remote() for i in self.ids]
-            n, T = self.cfg.run.slots, int(self.cfg.run.slot_ms * 1e6)
-            starts, lag = np.zeros(n, np.int64), np.zeros(n, np.int64)
-            t0 = now_ns() + int(self.cfg.run.lead_ms * 1e6)
-            for s in range(n):
-                if self.cfg.run.clock == "real":
-                    t_start = t0 + s * T
-                    wait_until(t_start)
-                else:
-                    t_start = now_ns()
-                starts[s] = t_start
-                self._trigger(s, t_start, t_start + T)
-                lag[s] = now_ns() - t_start
-                if self.cfg.run.clock == "logical":
-                    self.hub.gather_rows(len(self.ids), lambda: self._check(serving))
-            for k in range(len(self.ids)):
-                self.hub.send(k, airport.STOP)
-            ray.get(serving)
-            results = ray.get([self.actors[i].results.remote() for i in self.ids])
+            with realtime(self.cfg.run.priority):
+                results = self._play()
         finally:
             self.close()
         nodes = dict(zip(self.ids, results, strict=True))
         for i, r in nodes.items():
             self._correct(i, r, nodes)
-        return Collected(nodes, starts, starts + T, lag, self.offsets,
-                         {i: {"node": r["node"], "ip": r["ip"]} for i, r in nodes.items()}, self.secure, self.keys)
+        return Collected(nodes, self.starts, self.starts + int(self.cfg.run.slot_ms * 1e6), self.lag, self.offsets,
+                         {i: {"node": r["node"], "ip": r["ip"], "sched": "{} {}".format(*r["sched"])}
+                          for i, r in nodes.items()}, self.secure, self.keys)
+
+    def _play(self) -> list[dict[str, Any]]:
+        """Start the nodes, trigger every slot, return the nodes' results."""
+        self._start()
+        serving = [self.actors[i].serve.remote() for i in self.ids]
+        n, T = self.cfg.run.slots, int(self.cfg.run.slot_ms * 1e6)
+        self.starts, self.lag = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        t0 = now_ns() + int(self.cfg.run.lead_ms * 1e6)
+        for s in range(n):
+            if self.cfg.run.clock == "real":
+                t_start = t0 + s * T
+                wait_until(t_start)
+            else:
+                t_start = now_ns()
+            self.starts[s] = t_start
+            self._trigger(s, t_start, t_start + T)
+            self.lag[s] = now_ns() - t_start
+            if self.cfg.run.clock == "logical":
+                self.hub.gather_rows(len(self.ids), lambda: self._check(serving))
+        for k in range(len(self.ids)):
+            self.hub.send(k, airport.STOP)
+        ray.get(serving)
+        return ray.get([self.actors[i].results.remote() for i in self.ids])
 
     def _check(self, serving: list) -> None:
         done, _ = ray.wait(serving, num_returns=1, timeout=0)

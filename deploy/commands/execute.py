@@ -67,6 +67,11 @@ def _config(args: argparse.Namespace) -> Any:
         sets.append(f"run.slot_ms={args.slot_ms}")
     cfg = load_config(ExecuteConfig, None, sets)
     check_execute(cfg)
+    from bs_agent.realtime import realtime_refusal
+
+    refusal = realtime_refusal(cfg.run.priority)     # this machine's nodes; a cluster's others answer for themselves
+    if refusal is not None:
+        raise UsageError(refusal)
     if args.run_dir is not None and any(s.startswith("scenario.") for s in args.overrides):
         raise UsageError("--set scenario.*: a trained policy runs on its own run's scenario (use it with --method)")
     return cfg

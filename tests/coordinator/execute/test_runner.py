@@ -4,10 +4,13 @@ falls back and is counted, an injected delay shows in the slot latency."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
+from bs_agent.realtime import realtime_refusal
 from bs_agent.trpo.base_station import AgentSpec, BaseStation
 from bs_agent.trpo.execution import CU_ID, MISSING_INPUT
 from coordinator.execute.config import ExecuteConfig, check_execute
@@ -144,13 +147,19 @@ def test_every_vector_sent_is_received_or_dropped_on_the_real_clock(ray_session)
     assert sent == 2 * 40 and sent == received + dropped and dropped > 0
 
 
-@pytest.mark.parametrize("wait", ["block", "spin"])
-def test_real_clock_decisions_equal_the_evaluations_whichever_way_nodes_wait(ray_session, wait):
-    """On the wall clock, a BS that blocks in its socket and one that spins (run.wait) decide alike: every
-    decision taken on its predecessor's vector (no fallback) is the evaluation's, and every vector sent is
-    received (ideal links, slots long enough for the hops)."""
+@pytest.mark.parametrize("wait,priority", [("block", 0), ("spin", 0), ("block", 20)])
+def test_real_clock_decisions_equal_the_evaluations_whichever_way_nodes_wait(ray_session, wait, priority):
+    """On the wall clock, a BS that blocks in its socket, one that spins (run.wait) and one under SCHED_FIFO
+    (run.priority) decide alike: every decision taken on its predecessor's vector (no fallback) is the
+    evaluation's, and every vector sent is received (ideal links, slots long enough for the hops). Each node
+    reports the policy it ran under."""
+    if realtime_refusal(priority) is not None:
+        pytest.skip(realtime_refusal(priority))
     src = source("partial", seed=5)
-    cfg, runner, col = execute(src, ["run.slots=30", "run.slot_ms=25", "run.warmup_slots=0", f"run.wait={wait}"])
+    cfg, runner, col = execute(src, ["run.slots=30", "run.slot_ms=25", "run.warmup_slots=0", f"run.wait={wait}",
+                                     f"run.priority={priority}"])
+    assert {p["sched"] for p in col.placement.values()} == {f"fifo {priority}" if priority else "other 0"}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER       # the air's thread got its own policy back
     ideal = ideal_fractions(src, runner.problem, runner.order)
     flags = np.stack([col.nodes[b]["flags"] for b in range(3)])           # [B, n]
     for b in range(3):
