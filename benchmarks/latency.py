@@ -12,14 +12,18 @@ may). The centralized scheme runs with and without the priority.
 Every figure is printed with the load average at the time it was measured; the goals are ratios of
 figures measured in this one run.
 
-Measured 2026-12-05 07:06 on the 2-core AMD EPYC dev box (load 0.7-1.4), compiled policy forward, 2000 slots:
-raw pyzmq hop p50 46 µs; a BS's decision alone in one process 17 µs hot, 30 µs with 1 ms idle between slots;
-round-robin per-BS decision p50 63-74 µs (block) / 55-70 µs (spin) in the network (goal <= 50: missed);
-slot p50 618 / 428 µs = 2.06x / 1.51x the sum of decisions + 2 raw hops (goal <= 1.5: missed, spin at the
-edge; 1.49 in an earlier run); the in-network hop p50 204 µs is what the ratio pays (2 cores for the air, 3 BS
-processes and their ZeroMQ I/O threads); centralized slot 1.47x (met); 1 ms deadlines met in 85.5 % / 96.7 %
-of slots, slot p99 1261 / 1543 µs (moonshot <= 1 ms: missed); 7 x 8 on a 2-node cluster slot p99 5.5 ms
-(round-robin) and 1.9 ms (fully decentralized), <= 10 ms met.
+Measured 2026-12-05 09:27 on the 2-core AMD EPYC dev box (load 0.3-2.0), compiled policy forward, 2000 slots:
+raw pyzmq hop p50 65 µs; a BS's decision alone 17.5 µs hot, 48.5 µs with 1 ms idle between slots;
+round-robin per-BS decision p50 / p99 in the network: 69-74 / 367-384 µs (block), 68-76 / 401-431 µs (spin),
+56-64 / 125-129 µs (block under SCHED_FIFO, run.priority=50): goal p50 <= 50 missed by all three, the
+real-time policy cuts the tail 3x; slot p50 646 / 516 / 582 µs = 1.87x / 1.48x / 1.90x the sum of decisions +
+2 raw hops (goal <= 1.5: met with spin only; the in-network hop p50 213 µs against the raw 65 µs is what the
+ratio pays: the air, 3 BS processes and their ZeroMQ I/O threads on 2 cores); centralized slot 1.44x (met),
+1.87x under SCHED_FIFO; 1 ms deadlines met in 84.0 / 94.8 / 86.9 % of slots, slot p99 1428 / 1274 / 1069 µs
+(moonshot <= 1 ms: missed in this run); 7 x 8 on a 2-node cluster slot p99 3.8 ms (round-robin) and 1.8 ms
+(fully decentralized), <= 10 ms met. Interleaved A/B runs of the round-robin, normal vs SCHED_FIFO, 2000 slots
+each (load 0.6-1.0): deadlines met 92.4 / 88.8 % vs 97.3 / 92.5 %, slot p99 1121 / 1062 vs 874 / 943 µs (<= 1 ms
+in both real-time runs), the air's send lag p99 393 / 517 vs 117 / 121 µs.
 
 The policies are 3x256 ELU networks (paper 1 Table II) with random weights: a decision's time does not depend
 on what the weights learned.
