@@ -66,3 +66,20 @@ def test_cut_csv_rows_and_partial_line(tmp_path):
     f.write_text("iteration,x\n0,1\n1,2\n2,3\n")
     cut_csv(f, keep=lambda r: int(r["iteration"]) != 1)
     assert f.read_text() == "iteration,x\n0,1\n2,3\n"
+
+
+def test_an_older_run_config_without_added_keys_reads_with_their_defaults(tmp_path):
+    """A run folder written before trpo.credit (or trpo.rr_message) existed is older, not damaged: it reads with
+    the default, which is what it did; another missing key is damage, named with the file."""
+    from coordinator.trpo.config import TrainConfig, check_feasible
+    from deploy.config import config_to_dict, load_config
+    from deploy.runs import read_run_config
+
+    d = config_to_dict(load_config(TrainConfig, None, ["run.scheme=full"]))
+    del d["trpo"]["credit"], d["trpo"]["rr_message"]
+    rd = RunDir.create(tmp_path / "old", d, 0, "old")
+    cfg = read_run_config(rd, TrainConfig, check_feasible)
+    assert cfg.trpo.credit == "common" and cfg.trpo.rr_message == "powers"
+    del d["trpo"]["delta"]
+    with pytest.raises(RunDirError, match=r"trpo.delta missing"):
+        read_run_config(rd, TrainConfig, check_feasible, d)
