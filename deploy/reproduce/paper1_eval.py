@@ -210,7 +210,11 @@ def figures(outcomes: list[dict[str, Any]], scale: Any, out: Path) -> tuple[list
     held7 = scenario_of(cfg7).sample(scale.seven_slots, np.random.default_rng(HELDOUT_SEED))
     figs.append(one_realization("fig12", "Fig. 12: sum-rate on one realization", held7, p7, False, out,
                                 PAPER["fig12"]))
-    figs.append(held_out_average("fig13", "Fig. 13: held-out average", held7, p7, False, out, PAPER["fig13"])[0])
+    fig13 = held_out_average("fig13", "Fig. 13: held-out average", held7, p7, False, out, PAPER["fig13"])[0]
+    credits = {o["point"].method: o["cfg"].trpo.credit for o in outcomes if o["point"].group == "7cell"}
+    fig13.notes.append("7-cell returns (trpo.credit): " + ", ".join(f"{m} {c}" for m, c in sorted(credits.items()))
+                       + " (common: paper 1's; difference: R minus the sum-rate with the BS silenced, README).")
+    figs.append(fig13)
     trpo3 = {m: r for m, r in p3.items() if m.startswith("trpo_")}
     figs.append(pmax_sweep(lambda p, n: sc3.with_(p_max_dbm=p).sample(n, np.random.default_rng(HELDOUT_SEED)),
                            trpo3, scale.pmax_slots, out))
