@@ -104,9 +104,10 @@ def report(cfg: ExecuteConfig, src: Source, problem: Problem, order: np.ndarray,
     B, K, n, w = sc.cells, sc.K, problem.n, cfg.run.warmup_slots
     frac, ready = applied_fractions(col, B, K, cfg.run.clock == "real")
     mbps = sc.bandwidth_hz / 1e6
-    rate = sum_rate(problem.G, powers_w(frac, problem), problem.noise_w) * mbps
+    lv = src.power_levels
+    rate = sum_rate(problem.G, powers_w(frac, problem, lv), problem.noise_w) * mbps
     ideal = ideal_fractions(src, problem, order)
-    rate_ideal = sum_rate(problem.G, powers_w(ideal, problem), problem.noise_w) * mbps
+    rate_ideal = sum_rate(problem.G, powers_w(ideal, problem, lv), problem.noise_w) * mbps
     bs = [col.nodes[b] for b in range(B)]
     slot_us = (np.max([r["t_out"] for r in bs], axis=0) - np.min([r["t_csi"] for r in bs], axis=0)) / 1e3
     kept = slice(w, n)
@@ -142,5 +143,5 @@ def report(cfg: ExecuteConfig, src: Source, problem: Problem, order: np.ndarray,
     }
     per_slot = {"slot": np.arange(n), "sum_rate_mbps": rate, "sum_rate_mbps_ideal": rate_ideal, "slot_us": slot_us,
                 "deadline_met": met.astype(int), "air_send_lag_us": col.send_lag_ns / 1e3,
-                "p_w": powers_w(frac, problem), "p_ideal_w": powers_w(ideal, problem)}     # [n, L] applied, ideal
+                "p_w": powers_w(frac, problem, lv), "p_ideal_w": powers_w(ideal, problem, lv)}  # [n, L] applied, ideal
     return summary, per_slot, samples

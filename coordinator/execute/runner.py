@@ -46,6 +46,7 @@ class Source:
     spec: AgentSpec | None = None
     theta: np.ndarray | None = None
     method: str | None = None
+    power_levels: str = "continuous"     # the trained run's policy.power_levels (what its fractions transmit)
 
     @property
     def name(self) -> str:

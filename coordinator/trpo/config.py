@@ -20,6 +20,7 @@ from radio.seeding import TrpoStream, child_seed
 ALGOS = ("trpo", "a2c")
 BACKENDS = ("inproc", "ray")
 CREDITS = ("common", "difference", "difference_self")
+POWER_LEVELS = ("continuous", "on_off")
 METHODS = ("max_power", "random", "wmmse", "fp", "optimum")
 
 
@@ -44,6 +45,11 @@ class PolicyConfig:
     hidden: int = _f(256, "neurons per hidden layer", range=(1, 4096))
     layers: int = _f(3, "hidden layers (ELU)", range=(1, 16))
     init_log_std: float = _f(-1.0, "initial log-std of the power fraction", range=(-10.0, 2.0))
+    power_levels: str = _f("continuous", "what a BS transmits for a power fraction a: continuous (paper 1: clip(a, 0, "
+                           "1) x Pmax) | on_off (Pmax where a >= 0.5, else nothing: binary power control, the form "
+                           "WMMSE's 7-cell solutions take) -- in training's reward, the evaluation and the execution "
+                           "phase alike; the round-robin message still carries the fractions",
+                           choices=POWER_LEVELS)
 
 
 @dataclass(frozen=True)

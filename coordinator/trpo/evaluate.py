@@ -33,8 +33,8 @@ def policy_fractions(spec: AgentSpec, theta: torch.Tensor | np.ndarray, scenario
 
 def evaluate_policy(cfg: TrainConfig, theta: torch.Tensor, problem: Problem, seed: int = 0) -> np.ndarray:
     """Powers [n, L] W of the trained (deterministic: the mean, clipped) policy on ``problem``'s
-    channels. Round-robin uses a random order per slot. Works at any Pmax / per-BS sum budget of
-    ``problem`` because the policy outputs fractions of Pmax (Figs. 14, 15)."""
+    channels, at the run's ``policy.power_levels``. Round-robin uses a random order per slot. Works at any
+    Pmax / per-BS sum budget of ``problem`` because the policy outputs fractions of Pmax (Figs. 14, 15)."""
     spec = agent_spec(cfg)
     pos = random_positions(np.random.default_rng(seed), problem.n, spec.B) if spec.scheme == "partial" else None
-    return powers_w(policy_fractions(spec, theta, scenario_of(cfg), problem, pos), problem)
+    return powers_w(policy_fractions(spec, theta, scenario_of(cfg), problem, pos), problem, cfg.policy.power_levels)

@@ -47,10 +47,16 @@ def random_positions(rng: np.random.Generator, M: int, B: int) -> np.ndarray:
     return pos
 
 
-def powers_w(frac: np.ndarray, problem: Problem) -> np.ndarray:
-    """Power fractions [n, L] -> watts, clipped to [0, Pmax] and scaled into a per-BS sum limit
-    if the problem has one (Fig. 15: rescale so each BS's sum <= its budget)."""
-    return problem.project(np.clip(frac, 0.0, 1.0) * problem.p_max_w)
+ON_OFF_THRESHOLD = 0.5
+"""``policy.power_levels=on_off``: a fraction at or above this transmits Pmax, below it nothing."""
+
+
+def powers_w(frac: np.ndarray, problem: Problem, levels: str = "continuous") -> np.ndarray:
+    """Power fractions [n, L] -> watts, clipped to [0, Pmax] (``levels`` 'continuous') or 0 / Pmax ('on_off', at
+    :data:`ON_OFF_THRESHOLD`), then scaled into a per-BS sum limit if the problem has one (Fig. 15: rescale so each
+    BS's sum <= its budget)."""
+    f = np.clip(frac, 0.0, 1.0) if levels == "continuous" else (np.asarray(frac) >= ON_OFF_THRESHOLD).astype(float)
+    return problem.project(f * problem.p_max_w)
 
 
 class Diverged(ArithmeticError):
@@ -149,7 +155,7 @@ class Trainer:
         problem = Problem(expand_gains(ub, K), self.scenario.noise_w, np.full(L, self.scenario.p_max_w),
                           self.scenario.bandwidth_hz, B, K, self.scenario.bs_sum_power_w)
         def rate(f: np.ndarray) -> np.ndarray:
-            return sum_rate(problem.G, powers_w(f, problem), problem.noise_w)
+            return sum_rate(problem.G, powers_w(f, problem, self.cfg.policy.power_levels), problem.noise_w)
 
         R = rate(frac)                                                     # [M] bit/s/Hz, common reward
         credit = self.cfg.trpo.credit

@@ -100,7 +100,8 @@ def _source(args: argparse.Namespace, cfg: Any) -> tuple[Any, int, dict[str, Any
         raise UsageError(f"run dir {rd.path}: no checkpoint to execute (checkpoints/ckpt-*.pt; train it first)")
     check_checkpoint(train, ck, rd.latest_checkpoint_file())
     seed = train.run.seed + 1 if cfg.run.seed is None else cfg.run.seed
-    src = Source(scenario_of(train), train.run.scheme, spec=agent_spec(train), theta=np.asarray(ck["theta"]))
+    src = Source(scenario_of(train), train.run.scheme, spec=agent_spec(train), theta=np.asarray(ck["theta"]),
+                 power_levels=train.policy.power_levels)
     return src, seed, {"run_dir": str(rd.path), "checkpoint_iteration": int(ck["iteration"]),
                        "trained": train.method_name}
 

@@ -35,7 +35,8 @@ def _sources(outcomes: list[dict[str, Any]]) -> list[Any]:
                   and o["theta"] is not None), None)
         if o is not None:
             cfg = o["cfg"]
-            out.append(Source(scenario_of(cfg), cfg.run.scheme, spec=agent_spec(cfg), theta=np.asarray(o["theta"])))
+            out.append(Source(scenario_of(cfg), cfg.run.scheme, spec=agent_spec(cfg), theta=np.asarray(o["theta"]),
+                              power_levels=cfg.policy.power_levels))
     sc = scenario_of(next(o["cfg"] for o in outcomes if o["point"].group == "3cell"))
     return out + [Source(sc, "centralized", method=m) for m in ("wmmse", "fp")]
 
