@@ -4,7 +4,7 @@ held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
     python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
-                                 [--value-precision float32|bfloat16|auto]
+                                 [--value-precision float32|bfloat16|auto] [--power-levels continuous|on_off]
                                  [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...] [--a2c]
                                  [--rr-message powers|interference[,...]]
                                  [--credit common|difference|difference_self[,...]]
@@ -63,7 +63,8 @@ FLAGS = {"iterations": ("run.iterations", 200), "episodes": ("trpo.episodes", 50
          "value_epochs": ("trpo.value_epochs", 10), "value_lr": ("trpo.value_lr", 0.003),
          "value_batches": ("trpo.value_batches", 1), "cg_iters": ("trpo.cg_iters", 10),
          "fvp_stride": ("trpo.fvp_stride", 1), "threads": ("run.threads", 1),
-         "value_precision": ("trpo.value_precision", "float32")}
+         "value_precision": ("trpo.value_precision", "float32"),
+         "power_levels": ("policy.power_levels", "continuous")}
 
 
 def scheme_config(kind: str, scheme: str, a: argparse.Namespace, rr: tuple[str, ...] = ()) -> TrainConfig:

@@ -121,7 +121,7 @@ def report(cfg: ExecuteConfig, src: Source, problem: Problem, order: np.ndarray,
     theory = table3(scheme, B, K)
     met = ready.all(axis=1)
     summary = {
-        "method": src.name, "scheme": scheme, "B": B, "K": K,
+        "method": src.name, "scheme": scheme, "B": B, "K": K, "power_levels": src.power_levels,
         "slots": n, "warmup_slots": w, "slot_ms": cfg.run.slot_ms, "clock": cfg.run.clock,
         "decision_us": {k: pct(v) for k, v in samples.items()},
         "slot_us": pct(slot_us[kept]),

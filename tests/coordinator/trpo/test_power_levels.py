@@ -91,3 +91,4 @@ def test_execution_applies_the_runs_levels(ray_session):
     assert set(np.unique(per_slot["p_w"])) <= {0.0, float(pmax[0])}
     np.testing.assert_array_equal(per_slot["p_w"], per_slot["p_ideal_w"])
     assert summary["sum_rate_mbps"] == pytest.approx(summary["sum_rate_mbps_ideal"])
+    assert summary["power_levels"] == "on_off"
