@@ -211,9 +211,10 @@ def figures(outcomes: list[dict[str, Any]], scale: Any, out: Path) -> tuple[list
     figs.append(one_realization("fig12", "Fig. 12: sum-rate on one realization", held7, p7, False, out,
                                 PAPER["fig12"]))
     fig13 = held_out_average("fig13", "Fig. 13: held-out average", held7, p7, False, out, PAPER["fig13"])[0]
-    credits = {o["point"].method: o["cfg"].trpo.credit for o in outcomes if o["point"].group == "7cell"}
-    fig13.notes.append("7-cell returns (trpo.credit): " + ", ".join(f"{m} {c}" for m, c in sorted(credits.items()))
-                       + " (common: paper 1's; difference: R minus the sum-rate with the BS silenced, README).")
+    cfgs7 = {o["point"].method: o["cfg"] for o in outcomes if o["point"].group == "7cell"}
+    settings = [f"{m} trpo.credit={c.trpo.credit} policy.power_levels={c.policy.power_levels}"
+                for m, c in sorted(cfgs7.items())]
+    fig13.notes.append(f"7-cell settings (README): {', '.join(settings)} (paper 1: common, continuous).")
     figs.append(fig13)
     trpo3 = {m: r for m, r in p3.items() if m.startswith("trpo_")}
     figs.append(pmax_sweep(lambda p, n: sc3.with_(p_max_dbm=p).sample(n, np.random.default_rng(HELDOUT_SEED)),
