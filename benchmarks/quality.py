@@ -122,8 +122,8 @@ def train_eval(cfg: TrainConfig, problem, eval_at=(), report=None) -> tuple[np.n
 
 def line(name: str, per: np.ndarray, base: dict, w: float, ref: float, dt: float | None = None,
          steps: int | None = None, tail: str = "") -> str:
-    """One result line: Mbps, bit/s/Hz, x the reference, training minutes and steps, then against WMMSE (and the
-    optimum) the mean ratio and the worst and 1st-percentile per-realization ratios."""
+    """One result line: Mbps, bit/s/Hz, the mean x the reference, training minutes and steps, then against WMMSE
+    (and the optimum) the worst and 1st-percentile per-realization ratios."""
     r = float(per.mean())
     cols = []
     for ref_name in ("wmmse", "optimum"):

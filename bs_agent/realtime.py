@@ -61,4 +61,5 @@ def realtime_refusal(priority: int) -> str | None:
 def current_policy() -> tuple[str, int]:
     """(policy name, priority) of the calling thread, as the results record it."""
     names = {os.SCHED_OTHER: "other", os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr"}
-    return names.get(os.sched_getscheduler(0), str(os.sched_getscheduler(0))), os.sched_getparam(0).sched_priority
+    policy = os.sched_getscheduler(0)
+    return names.get(policy, str(policy)), os.sched_getparam(0).sched_priority

@@ -14,7 +14,7 @@ quadratic model of the KL equals delta exactly after scaling, whatever CG's resi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +120,14 @@ def silenced_sum_rates(rate: Callable[[np.ndarray], np.ndarray], frac: np.ndarra
             off |= position >= position[:, b:b + 1]
         out[:, b] = rate(np.where(np.repeat(off, K, axis=1), 0.0, frac))
     return out
+
+
+def credit_returns(reward: np.ndarray, silenced: np.ndarray | None, positions: Sequence[np.ndarray], horizon: int,
+                   gamma: float) -> list[np.ndarray]:
+    """Each agent's discounted returns (:func:`end_of_episode_returns`) of the common reward R [M], or with
+    ``silenced`` [M, B] (``trpo.credit`` other than common) of agent b's difference R - silenced[:, b]."""
+    credit = [reward] * len(positions) if silenced is None else [reward - silenced[:, b] for b in range(len(positions))]
+    return [end_of_episode_returns(r, n, horizon, gamma) for r, n in zip(credit, positions, strict=True)]
 
 
 def step_weights(position: np.ndarray, gamma: float) -> np.ndarray:

@@ -31,7 +31,7 @@ from coordinator.trpo.backend import AgentBackend
 from coordinator.trpo.config import TrainConfig, agent_spec, scenario_of
 from coordinator.trpo.critic import CriticRounds, shares_sum
 from coordinator.trpo.logged import LoggedBackend
-from coordinator.trpo.optim import end_of_episode_returns, silenced_sum_rates, step_weights
+from coordinator.trpo.optim import credit_returns, silenced_sum_rates, step_weights
 from coordinator.trpo.update import update_rule
 from radio.channels import expand_gains
 from radio.problem import Problem
@@ -183,8 +183,7 @@ class Trainer:
         check_finite(it, "the mean sum-rate of the batch (the reward R)", mean_r)
         pos = self._positions(position, M)
         gamma = cfg.trpo.gamma
-        credit = [R] * len(pos) if silenced is None else [R - silenced[:, b] for b in range(len(pos))]
-        returns = [end_of_episode_returns(r, n, N, gamma) for r, n in zip(credit, pos, strict=True)]  # gamma^(N-1-n) R
+        returns = credit_returns(R, silenced, pos, N, gamma)                # G_n = gamma^(N-1-n) R (or its difference)
         step_w = [step_weights(n, gamma) for n in pos]                      # gamma^n' of eq. (18)
         count = float(M * N)
         # policy gradient, eq. (18): each agent freezes pi_old, weights gamma^n (G - V(s)), its share. The

@@ -13,7 +13,7 @@ from coordinator.config import ConfigError
 from coordinator.trpo.backend import make_backend
 from coordinator.trpo.config import TrainConfig, check_feasible
 from coordinator.trpo.critic import shares_sum
-from coordinator.trpo.optim import end_of_episode_returns, silenced_sum_rates, step_weights
+from coordinator.trpo.optim import credit_returns, silenced_sum_rates, step_weights
 from coordinator.trpo.trainer import Trainer
 from deploy.config import load_config
 from radio.rates import sum_rate
@@ -92,8 +92,7 @@ def _gradients(credit: str, M: int, batches: int, extra: list[str]) -> torch.Ten
     for _ in range(batches):
         R, position, silenced = tr._sample(0)
         pos = tr._positions(position, M)
-        credit_r = [R] * len(pos) if silenced is None else [R - silenced[:, b] for b in range(len(pos))]
-        returns = [end_of_episode_returns(r, n, tr.N, cfg.trpo.gamma) for r, n in zip(credit_r, pos, strict=True)]
+        returns = credit_returns(R, silenced, pos, tr.N, cfg.trpo.gamma)
         shares = tr.agents.start_learning(returns, [step_weights(n, cfg.trpo.gamma) for n in pos])
         out.append(shares_sum([x for x, _ in shares]) / float(M * tr.N))
     tr.backend.close()
