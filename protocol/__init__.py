@@ -103,7 +103,17 @@ from .log import (
     summary_markdown,
     write_summary_files,
 )
-from .node import DEFAULT_HWM, DEFAULT_RECV_BUDGET, Node, NodeStats, bind_host, make_context, node_address, recv_hwm
+from .node import (
+    DEFAULT_HWM,
+    DEFAULT_RECV_BUDGET,
+    Node,
+    NodeStats,
+    bind_host,
+    io_thread_ids,
+    make_context,
+    node_address,
+    recv_hwm,
+)
 from .ring import RingNode
 from .security import NodeKeys, generate_run_keys, save_public_keys
 
@@ -117,7 +127,7 @@ __all__ = [
     "MessageLog", "merge_summaries", "summarize_csv", "summary_markdown", "write_summary_files",
     "SENT", "RECEIVED", "DROPPED",
     "Node", "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "DEFAULT_RECV_BUDGET", "recv_hwm", "bind_host",
-    "node_address", "make_context",
+    "node_address", "make_context", "io_thread_ids",
     "broadcast_barrier", "ring_barrier",
     "ClockSample", "ClockOffset", "estimate_clock_offset", "offset_from_samples",
     "NodeKeys", "generate_run_keys", "save_public_keys",

@@ -48,6 +48,7 @@ import zmq
 from .envelope import COORDINATOR
 from .errors import ConfigError, MalformedMessage
 from .log import ROW_FIELDS
+from .node import make_context
 
 STEP, STEP_REAL, SETTLE, STOP = 1, 2, 3, 4          # hub -> actor (zeroth-order links)
 SLOT, SLOT_ACKED = 5, 6                              # hub -> actor (execution phase: a slot's trigger; ACKED:
@@ -83,16 +84,17 @@ def _array(frame: bytes, dtype: np.dtype, what: str, width: int = 1) -> np.ndarr
 
 class _Port:
     """Either end: its own context and a bound PULL inbox (``endpoint``); ``_outs`` are its PUSH sockets.
+    ``io_priority`` 1..99: the context's I/O threads run SCHED_FIFO at that priority (``make_context``).
 
     Attributes:
         rejected: frames dropped, by reason (see the module doc).
         last_error: the reason of the last one.
     """
 
-    def __init__(self, host: str, max_frame_bytes: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, host: str, max_frame_bytes: int = DEFAULT_MAX_FRAME, io_priority: int = 0) -> None:
         if not isinstance(max_frame_bytes, int) or max_frame_bytes < 64:
             raise ConfigError(f"max_frame_bytes={max_frame_bytes!r} must be an int ≥ 64")
-        self.ctx = zmq.Context(io_threads=1)
+        self.ctx = make_context(io_priority)
         self.inbox = _socket(self.ctx, zmq.PULL)
         self.inbox.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
         port = self.inbox.bind_to_random_port(f"tcp://{host}")
@@ -116,8 +118,9 @@ class _Port:
 class LinkPort(_Port):
     """An actor's end: PULL bound (commands), PUSH to the coordinator (replies). Used by one thread."""
 
-    def __init__(self, host: str = "127.0.0.1", *, max_frame_bytes: int = DEFAULT_MAX_FRAME) -> None:
-        super().__init__(host, max_frame_bytes)
+    def __init__(self, host: str = "127.0.0.1", *, max_frame_bytes: int = DEFAULT_MAX_FRAME,
+                 io_priority: int = 0) -> None:
+        super().__init__(host, max_frame_bytes, io_priority)
         self.out = _socket(self.ctx, zmq.PUSH)
 
     def _outs(self) -> list[zmq.Socket]:
@@ -173,8 +176,9 @@ class LinkPort(_Port):
 class Hub(_Port):
     """The coordinator's end: one PULL bound (replies of every actor), one PUSH per actor."""
 
-    def __init__(self, host: str = "127.0.0.1", *, max_frame_bytes: int = DEFAULT_MAX_FRAME) -> None:
-        super().__init__(host, max_frame_bytes)
+    def __init__(self, host: str = "127.0.0.1", *, max_frame_bytes: int = DEFAULT_MAX_FRAME,
+                 io_priority: int = 0) -> None:
+        super().__init__(host, max_frame_bytes, io_priority)
         self.out: list[zmq.Socket] = []
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)

@@ -215,11 +215,50 @@ class Node(Protocol):
     def close(self) -> None: ...
 
 
-def make_context() -> zmq.Context:
-    """A ZeroMQ context to share between several nodes of one process (one I/O thread for all of them,
-    and ``inproc://`` between them: :meth:`protocol.ring.RingNode.bind_inproc`). The caller terminates it
-    (``ctx.term()``) after closing its nodes. Callers outside ``protocol`` never import zmq."""
-    return zmq.Context()
+def make_context(io_priority: int = 0, io_threads: int = 1) -> zmq.Context:
+    """A ZeroMQ context. Shared between several nodes of one process: one I/O thread for all of them, and
+    ``inproc://`` between them (:meth:`protocol.ring.RingNode.bind_inproc`); the caller then terminates it
+    (``ctx.term()``) after closing its nodes. Callers outside ``protocol`` never import zmq.
+
+    ``io_priority`` 1..99: the context's background threads (its sockets' I/O) run SCHED_FIFO at that priority,
+    set by libzmq as each thread starts (threads a real-time thread starts do not reliably inherit its policy: in
+    a Ray actor they come up SCHED_OTHER). Checked here first on the calling thread, since libzmq aborts the
+    process where the setting fails. Raises PermissionError where this process may not."""
+    ctx = zmq.Context(io_threads=io_threads)
+    if io_priority > 0:
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(io_priority))
+        except BaseException:
+            ctx.term()
+            raise
+        os.sched_setscheduler(0, policy, param)
+        ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
+        ctx.set(zmq.THREAD_PRIORITY, io_priority)
+    return ctx
+
+
+IO_THREAD_PREFIX = "ZMQbg/"
+"""How libzmq (4.3) names its background threads: ``ZMQbg/IO/<n>`` (the sockets' I/O) and ``ZMQbg/Reaper``."""
+
+
+def io_thread_ids() -> list[int]:
+    """Thread ids of this process's ZeroMQ background threads (every context's), from ``/proc/self/task``
+    (Linux; elsewhere none). A caller sets their scheduling without importing zmq."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    out = []
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:                 # the thread ended meanwhile
+            continue
+        if name.startswith(IO_THREAD_PREFIX):
+            out.append(int(tid))
+    return sorted(out)
 
 
 class _Node:
@@ -242,6 +281,7 @@ class _Node:
         extra_senders: Iterable[int],
         context: zmq.Context | None = None,
         recv_budget_bytes: int | None = None,
+        io_priority: int = 0,
     ) -> None:
         if not isinstance(node_id, int) or node_id < 0:
             raise ConfigError(f"node id {node_id!r} must be an int ≥ 0")
@@ -249,6 +289,8 @@ class _Node:
             raise ConfigError(f"CURVE keys of node {curve.node_id} given to node {node_id}")
         if curve is not None and context is not None:
             raise ConfigError("a CURVE node needs its own context (its authenticator serves the whole context)")
+        if io_priority and context is not None:
+            raise ConfigError("io_priority sets the node's own context: give it to whoever makes a shared one")
         self.node_id = node_id
         self.run_id = run_id
         self.log = log
@@ -275,7 +317,7 @@ class _Node:
         self._pid = os.getpid()
         self._closed = False
         self._own_ctx = context is None
-        self._ctx = zmq.Context() if context is None else context
+        self._ctx = make_context(io_priority) if context is None else context
         self._sockets: list[zmq.Socket] = []
         self._watch: ConnectionWatch | None = None
         self._uid: str | None = None  # CURVE: the authenticated User-Id of the last frame read
@@ -568,4 +610,4 @@ class _Node:
 
 
 __all__ = ["Node", "NodeStats", "DEFAULT_HWM", "DEFAULT_RECV_BUDGET", "recv_hwm", "bind_host", "node_address",
-           "make_context"]
+           "make_context", "io_thread_ids"]

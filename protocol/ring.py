@@ -40,6 +40,8 @@ class RingNode(_Node):
         recv_budget_bytes: bytes the inbound socket may hold queued per connection (default
             :data:`~protocol.node.DEFAULT_RECV_BUDGET`, at least 2 × ``max_message_bytes``); sets
             its RCVHWM (:attr:`recv_hwm`, see :func:`~protocol.node.recv_hwm`).
+        io_priority: 1..99: its context's I/O threads run SCHED_FIFO at that priority
+            (:func:`~protocol.node.make_context`; a real-time node's loop gives its own). Not with ``context``.
     """
 
     def __init__(
@@ -58,9 +60,10 @@ class RingNode(_Node):
         extra_senders: Iterable[int] = (),
         context: zmq.Context | None = None,
         recv_budget_bytes: int | None = None,
+        io_priority: int = 0,
     ) -> None:
         super().__init__(node_id, bind_host, advertise_host, run_id, log, emulator, curve, limits, hwm,
-                         send_timeout_ms, extra_senders, context, recv_budget_bytes)  # fmt: skip
+                         send_timeout_ms, extra_senders, context, recv_budget_bytes, io_priority)  # fmt: skip
         try:
             self._in = self._inbound(zmq.PULL)
             self.endpoint = self._bind(self._in)

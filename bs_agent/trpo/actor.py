@@ -22,7 +22,7 @@ import numpy as np
 import ray
 import torch
 
-from bs_agent.realtime import current_policy, enter_realtime
+from bs_agent.realtime import current_policy, enter_realtime, io_policy
 from bs_agent.trpo.base_station import AgentSpec
 from bs_agent.trpo.execution import ExecNode, ExecSetup
 from bs_agent.trpo.ops import AgentOps, Crit, token_payload
@@ -355,14 +355,14 @@ class ExecActor:
         """Bind the node and the air port (127.0.0.1, or this node's address on a cluster); the node with CURVE
         if given this node's keys of the run (the air port has none: its frames travel in clear)."""
         s = self.setup
-        self._realtime()        # before the sockets: their I/O threads inherit the policy
+        self._realtime()        # before the sockets
         host = ray.util.get_node_ip_address() if cluster else "127.0.0.1"
         models = {(snd, s.node_id): m for snd, m in s.inbound.items()}
         emulator = None if all(m == LinkModel() for m in models.values()) else \
             LinkEmulator(models, s.seed, s.clock)
         self.node = RingNode(s.node_id, host, log=self.capture, emulator=emulator, extra_senders=[COORD_NODE],
-                             curve=curve)
-        self.port = airport.LinkPort(host)
+                             curve=curve, io_priority=s.priority)   # its I/O threads at the loop's priority
+        self.port = airport.LinkPort(host, io_priority=s.priority)
         return self.node.endpoint, self.port.endpoint
 
     def _realtime(self) -> None:
@@ -409,7 +409,7 @@ class ExecActor:
         st = self.node.stats
         return {**self.exec.rec.as_dict(), "rows": self.capture.take(), "offset_ns": self.offset_ns,
                 "node": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-                "sched": current_policy(),
+                "sched": current_policy(), "io_sched": io_policy(),
                 "stats": {"sent": st.sent, "received": st.received, "dropped_injected": st.dropped_injected,
                           "rejected": sum(st.rejected.values()), "gaps": st.gaps}}
 

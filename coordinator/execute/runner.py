@@ -81,7 +81,8 @@ class Collected:
     slot_end_ns: np.ndarray
     send_lag_ns: np.ndarray          # [n] how late the air sent each slot's triggers (its own load)
     offsets: dict[int, tuple[int, int]]   # node -> (offset ns, rtt ns) against the coordinator
-    placement: dict[int, dict[str, str]]  # node -> {"node": Ray node id, "ip": ..., "sched": e.g. "fifo 50"}
+    placement: dict[int, dict[str, str]]  # node -> {"node": Ray node id, "ip": ..., "sched": e.g. "fifo 50",
+    #                                        "io": its ZeroMQ I/O threads', e.g. "fifo 50"}
     secure: bool = False                  # CURVE on every node of the run (run.secure)
     keys: dict[int, NodeKeys] = field(default_factory=dict)   # node -> its public key (no secret), if secure
 
@@ -146,10 +147,12 @@ class ExecutionRunner:
                        for i, s in setups.items()}
         eps = dict(zip(self.ids, ray.get([self.actors[i].open.remote(on_cluster, keys.get(i)) for i in self.ids]),
                        strict=True))
-        self.hub = airport.Hub(bind_host(on_cluster))
+        io = self.cfg.run.priority                       # the air's sockets' I/O threads at its loop's priority
+        self.hub = airport.Hub(bind_host(on_cluster), io_priority=io)
         self.hub.connect({k: eps[i][1] for k, i in enumerate(self.ids)})
         self.index = {i: k for k, i in enumerate(self.ids)}      # node id -> hub index
-        self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=self.ids, curve=keys.get(COORD_NODE))
+        self.node = RingNode(COORD_NODE, bind_host(on_cluster), extra_senders=self.ids, curve=keys.get(COORD_NODE),
+                             io_priority=io)
         self.node.connect({i: eps[i][0] for i in self.ids})
         peers = {i: {**{j: eps[j][0] for j in self._peers(i)}, COORD_NODE: self.node.endpoint} for i in self.ids}
         refs = [self.actors[i].connect.remote(peers[i], self.hub.endpoint) for i in self.ids]
@@ -179,8 +182,9 @@ class ExecutionRunner:
             self.hub.send(self.index[int(b)], op, slot, ids, self.user_bs[slot, :, b])
 
     def run(self) -> Collected:
-        """Start the nodes, play every slot, collect. With ``run.priority``, the air's thread and its sockets'
-        threads run SCHED_FIFO from after Ray's start (whose processes stay normal) to the end of the slots."""
+        """Start the nodes, play every slot, collect. With ``run.priority``, the air's thread (and its sockets'
+        I/O threads) run SCHED_FIFO from after Ray's start (whose processes stay normal) to the end
+        of the slots."""
         self.session = ray_session(self.address)
         try:
             with realtime(self.cfg.run.priority):
@@ -191,7 +195,8 @@ class ExecutionRunner:
         for i, r in nodes.items():
             self._correct(i, r, nodes)
         return Collected(nodes, self.starts, self.starts + int(self.cfg.run.slot_ms * 1e6), self.lag, self.offsets,
-                         {i: {"node": r["node"], "ip": r["ip"], "sched": "{} {}".format(*r["sched"])}
+                         {i: {"node": r["node"], "ip": r["ip"], "sched": "{} {}".format(*r["sched"]),
+                              "io": r["io_sched"]}
                           for i, r in nodes.items()}, self.secure, self.keys)
 
     def _play(self) -> list[dict[str, Any]]:

@@ -152,13 +152,14 @@ def test_real_clock_decisions_equal_the_evaluations_whichever_way_nodes_wait(ray
     """On the wall clock, a BS that blocks in its socket, one that spins (run.wait) and one under SCHED_FIFO
     (run.priority) decide alike: every decision taken on its predecessor's vector (no fallback) is the
     evaluation's, and every vector sent is received (ideal links, slots long enough for the hops). Each node
-    reports the policy it ran under."""
+    reports the policy it ran under, its sockets' I/O threads too."""
     if realtime_refusal(priority) is not None:
         pytest.skip(realtime_refusal(priority))
     src = source("partial", seed=5)
     cfg, runner, col = execute(src, ["run.slots=30", "run.slot_ms=25", "run.warmup_slots=0", f"run.wait={wait}",
                                      f"run.priority={priority}"])
     assert {p["sched"] for p in col.placement.values()} == {f"fifo {priority}" if priority else "other 0"}
+    assert {p["io"] for p in col.placement.values()} == {f"fifo {priority}" if priority else "other 0"}
     assert os.sched_getscheduler(0) == os.SCHED_OTHER       # the air's thread got its own policy back
     ideal = ideal_fractions(src, runner.problem, runner.order)
     flags = np.stack([col.nodes[b]["flags"] for b in range(3)])           # [B, n]
