@@ -68,6 +68,7 @@ from .barrier import broadcast_barrier, ring_barrier
 from .broadcast import BroadcastNode
 from .clock import ClockOffset, ClockSample, estimate_clock_offset, offset_from_samples
 from .codec import DEFAULT_LIMITS, Limits, decode, encode, encode_fields, frame_size
+from .contexts import io_thread_ids, make_context
 from .envelope import (
     BROADCAST,
     CONTROL_KINDS,
@@ -109,8 +110,6 @@ from .node import (
     Node,
     NodeStats,
     bind_host,
-    io_thread_ids,
-    make_context,
     node_address,
     recv_hwm,
 )

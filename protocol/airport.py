@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import zmq
 
+from .contexts import make_context
 from .envelope import COORDINATOR
 from .errors import ConfigError, MalformedMessage
 from .log import ROW_FIELDS
-from .node import make_context
 
 STEP, STEP_REAL, SETTLE, STOP = 1, 2, 3, 4          # hub -> actor (zeroth-order links)
 SLOT, SLOT_ACKED = 5, 6                              # hub -> actor (execution phase: a slot's trigger; ACKED:

@@ -93,6 +93,7 @@ from typing import Any, Protocol
 import zmq
 
 from .codec import Limits, decode
+from .contexts import io_thread_ids, make_context
 from .envelope import CONTROL_KINDS, Envelope, Kind
 from .errors import ConfigError, ProtocolError, ReplayedMessage, SpoofedSender, TransportError
 from .links import LinkEmulator
@@ -213,52 +214,6 @@ class Node(Protocol):
     def connect(self, peers: Mapping[int, str]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def make_context(io_priority: int = 0, io_threads: int = 1) -> zmq.Context:
-    """A ZeroMQ context. Shared between several nodes of one process: one I/O thread for all of them, and
-    ``inproc://`` between them (:meth:`protocol.ring.RingNode.bind_inproc`); the caller then terminates it
-    (``ctx.term()``) after closing its nodes. Callers outside ``protocol`` never import zmq.
-
-    ``io_priority`` 1..99: the context's background threads (its sockets' I/O) run SCHED_FIFO at that priority,
-    set by libzmq as each thread starts (threads a real-time thread starts do not reliably inherit its policy: in
-    a Ray actor they come up SCHED_OTHER). Checked here first on the calling thread, since libzmq aborts the
-    process where the setting fails. Raises PermissionError where this process may not."""
-    ctx = zmq.Context(io_threads=io_threads)
-    if io_priority > 0:
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(io_priority))
-        except BaseException:
-            ctx.term()
-            raise
-        os.sched_setscheduler(0, policy, param)
-        ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
-        ctx.set(zmq.THREAD_PRIORITY, io_priority)
-    return ctx
-
-
-IO_THREAD_PREFIX = "ZMQbg/"
-"""How libzmq (4.3) names its background threads: ``ZMQbg/IO/<n>`` (the sockets' I/O) and ``ZMQbg/Reaper``."""
-
-
-def io_thread_ids() -> list[int]:
-    """Thread ids of this process's ZeroMQ background threads (every context's), from ``/proc/self/task``
-    (Linux; elsewhere none). A caller sets their scheduling without importing zmq."""
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return []
-    out = []
-    for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                name = f.read().strip()
-        except OSError:                 # the thread ended meanwhile
-            continue
-        if name.startswith(IO_THREAD_PREFIX):
-            out.append(int(tid))
-    return sorted(out)
 
 
 class _Node:
@@ -610,4 +565,4 @@ class _Node:
 
 
 __all__ = ["Node", "NodeStats", "DEFAULT_HWM", "DEFAULT_RECV_BUDGET", "recv_hwm", "bind_host", "node_address",
-           "make_context", "io_thread_ids"]
+           "make_context", "io_thread_ids"]   # the last two re-exported from .contexts
