@@ -12,18 +12,24 @@ may). The centralized scheme runs with and without the priority.
 Every figure is printed with the load average at the time it was measured; the goals are ratios of
 figures measured in this one run.
 
-Measured 2026-12-05 09:27 on the 2-core AMD EPYC dev box (load 0.3-2.0), compiled policy forward, 2000 slots:
-raw pyzmq hop p50 65 µs; a BS's decision alone 17.5 µs hot, 48.5 µs with 1 ms idle between slots;
-round-robin per-BS decision p50 / p99 in the network: 69-74 / 367-384 µs (block), 68-76 / 401-431 µs (spin),
-56-64 / 125-129 µs (block under SCHED_FIFO, run.priority=50): goal p50 <= 50 missed by all three, the
-real-time policy cuts the tail 3x; slot p50 646 / 516 / 582 µs = 1.87x / 1.48x / 1.90x the sum of decisions +
-2 raw hops (goal <= 1.5: met with spin only; the in-network hop p50 213 µs against the raw 65 µs is what the
-ratio pays: the air, 3 BS processes and their ZeroMQ I/O threads on 2 cores); centralized slot 1.44x (met),
-1.87x under SCHED_FIFO; 1 ms deadlines met in 84.0 / 94.8 / 86.9 % of slots, slot p99 1428 / 1274 / 1069 µs
-(moonshot <= 1 ms: missed in this run); 7 x 8 on a 2-node cluster slot p99 3.8 ms (round-robin) and 1.8 ms
-(fully decentralized), <= 10 ms met. Interleaved A/B runs of the round-robin, normal vs SCHED_FIFO, 2000 slots
-each (load 0.6-1.0): deadlines met 92.4 / 88.8 % vs 97.3 / 92.5 %, slot p99 1121 / 1062 vs 874 / 943 µs (<= 1 ms
-in both real-time runs), the air's send lag p99 393 / 517 vs 117 / 121 µs.
+Measured 2026-12-05 12:04 on the 2-core AMD EPYC dev box (a VM; load 0.9-2.0), compiled policy forward, 2000
+slots, after the nodes' ZeroMQ I/O threads got the loop's SCHED_FIFO priority (bs_agent.realtime):
+raw pyzmq hop p50 45 µs; a BS's decision alone 16.9 µs hot, 25.1 µs with 1 ms idle between slots;
+round-robin per-BS decision p50 / p99 in the network: 54-69 / 229-288 µs (block), 48-58 / 260-286 µs (spin),
+49-52 / 100-101 µs (block under SCHED_FIFO, run.priority=50): goal p50 <= 50 missed by all three (by 2 µs
+under FIFO); slot p50 546 / 385 / 420 µs = 1.96x / 1.54x / 1.74x the sum of decisions + 2 raw hops (goal <= 1.5:
+missed; the in-network hop p50 172 µs against the raw 45 µs is what the ratio pays: the air, 3 BS processes and
+their ZeroMQ I/O threads on 2 cores); centralized slot 1.51x, 1.36x under SCHED_FIFO (met); 1 ms deadlines met
+in 96.3 / 98.1 / 99.7 % of slots, slot p99 1374 / 844 / 646 µs (moonshot <= 1 ms: met with spin and under
+SCHED_FIFO); WMMSE's central slot 1.2x the RL centralized slot (paper: 923x: our one-slot WMMSE takes 49 µs, so
+the slot is the messages'); injected delays: slot p50 within [(B-1) d, (B-1) d + the no-delay p99] (met);
+7 x 8 on a 2-node cluster slot p99 4.4 ms (round-robin) and 1.5 ms (fully decentralized), <= 10 ms met.
+Where a round-robin BS's time goes (one run each, load 1.3-1.5, from a per-slot stamp after the policy): a BS
+that is not first, its predecessor's vector -> its powers decided 26-29 µs p50, -> sent 4-18 µs more; the first
+BS, its CSI -> its powers decided 49-56 µs (no vector to wait for, so no warm-up of the weights before its input
+comes; waking ~150 µs before the slot to warm them measured no better), -> sent 21-35 µs more.
+The run before (load 2.4-3.2): per-BS p50 65-70 µs under FIFO, slot p99 821 µs, 97.1 % deadlines: the figures
+move with the load on 2 cores.
 
 The policies are 3x256 ELU networks (paper 1 Table II) with random weights: a decision's time does not depend
 on what the weights learned.
