@@ -155,7 +155,7 @@ def isolated_decisions(n: int = 3000) -> dict[str, tuple[float, float]]:
             ex = ExecNode(setup, node, n)
             for s in range(n):
                 if scheme == "full":
-                    ex.on_slot(s, np.arange(3), 0, 2**62, ub[s, :, 0])
+                    ex.on_slot(s, np.arange(3), 0, 2**62, np.ascontiguousarray(ub[s, :, 0]))   # as the air sends it
                 else:                       # the central unit's decision on the network's gains
                     t = time.perf_counter_ns()
                     ex._decide_all(ub[s])

@@ -16,6 +16,14 @@
  *     for anything else (the caller then runs the Python check, which counts it). p, decided, last_p, last_d,
  *     state: float32 writable; p_index [L], flag_index [B]: int64 indices, checked against L and B.
  *
+ * csi(gains, p_index, mean_db, std_db, state) -> bool
+ *     A BS taking its local CSI of a slot (lean.SlotState.set_csi, state.GainNorm): True if ``gains`` is a 1-D
+ *     float64 array of L = len(p_index) values; then state[j] = (float)((10 log10(max(gains[p_index[j]], 1e-300))
+ *     - mean_db) / std_db) for j < L, in double as numpy computes it, then rounded to float32. False, with
+ *     nothing written, for anything else (the caller then runs numpy). state: float32 writable, >= L; p_index
+ *     int64 indices in [0, L). numpy's log10 and the C library's may differ in the last bit of a double, so the
+ *     state equals numpy's to a float32 ulp (tested).
+ *
  * The layer is computed as h = b + sum_i x_i W[i, :] (axpy over the transposed weight, four inputs at a time)
  * so that the compiler vectorises it without reassociating a reduction; the sum's order differs from BLAS's
  * dot products, so results equal numpy's to float32 rounding (tested). Built for AVX2+FMA and for the
@@ -196,10 +204,58 @@ bad_own:
     return NULL;
 }
 
+static PyObject *
+csi(PyObject *self, PyObject *args)
+{
+    PyObject *og, *oi, *os;
+    double mean_db, std_db;
+    Py_buffer g, pi, st;
+    if (!PyArg_ParseTuple(args, "OOddO", &og, &oi, &mean_db, &std_db, &os))
+        return NULL;
+    if (!get_vector(oi, &pi, "lq", 8, -1, 0))
+        goto bad;
+    const Py_ssize_t L = pi.shape[0];
+    if (!get_vector(os, &st, "f", 4, -1, 1)) {
+        PyBuffer_Release(&pi);
+        goto bad;
+    }
+    const int64_t *idx = (const int64_t *)pi.buf;
+    int ok = st.shape[0] >= L;
+    for (Py_ssize_t j = 0; ok && j < L; j++)
+        ok = idx[j] >= 0 && idx[j] < L;
+    if (!ok) {
+        PyBuffer_Release(&st);
+        PyBuffer_Release(&pi);
+        goto bad;
+    }
+    if (get_vector(og, &g, "d", 8, L, 0)) {
+        const double *x = (const double *)g.buf;
+        float *out = (float *)st.buf;
+        for (Py_ssize_t j = 0; j < L; j++) {
+            const double v = x[idx[j]];
+            const double db = 10.0 * log10(isnan(v) || v > 1e-300 ? v : 1e-300);   /* np.maximum keeps NaN */
+            out[j] = (float)((db - mean_db) / std_db);
+        }
+        PyBuffer_Release(&g);
+        ok = 1;
+    } else {
+        ok = 0;
+    }
+    PyBuffer_Release(&st);
+    PyBuffer_Release(&pi);
+    return PyBool_FromLong(ok);
+bad:
+    PyErr_SetString(PyExc_ValueError, "csi: this node's buffers must be int64 p_index [L] with indices in [0, L) "
+                                      "and a writable float32 state of at least L values");
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"mean", mean, METH_VARARGS, "mean(params, dims, x, out): one state's clipped policy mean (see module)."},
     {"token", token, METH_VARARGS, "token(p_in, d_in, p, decided, last_p, last_d, state, p_index, flag_index) "
                                    "-> bool: take a round-robin power vector (see module)."},
+    {"csi", csi, METH_VARARGS, "csi(gains, p_index, mean_db, std_db, state) -> bool: take a slot's local CSI "
+                               "into the state (see module)."},
     {NULL, NULL, 0, NULL},
 };
 

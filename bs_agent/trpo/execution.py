@@ -281,7 +281,7 @@ class ExecNode:
         """Round-robin: wait for the predecessor's vector (unless first), decide, pass the vector on."""
         s, rec, b, K = self.s, self.rec, self.s.node_id, self.s.K
         self.state.set_csi(csi)
-        pos = int(np.flatnonzero(order == b)[0])
+        pos = order.tolist().index(b)
         p, decided, inr = self.p, self.decided, self.inr
         taken = self.taken = False
         if pos == 0:

@@ -29,15 +29,15 @@ from bs_agent.trpo.state import GainNorm, relative_order
 
 def _load_c_policy():
     if os.environ.get("BSEMU_PURE_POLICY") == "1":
-        return None, None, "numpy"
+        return None, None, None, "numpy"
     try:
         from bs_agent.trpo import _cpolicy
     except ImportError:
-        return None, None, "numpy"
-    return _cpolicy.mean, _cpolicy.token, "c"
+        return None, None, None, "numpy"
+    return _cpolicy.mean, _cpolicy.token, getattr(_cpolicy, "csi", None), "c"
 
 
-_c_mean, _c_token, POLICY_IMPL = _load_c_policy()
+_c_mean, _c_token, _c_csi, POLICY_IMPL = _load_c_policy()
 
 
 class LeanPolicy:
@@ -111,7 +111,10 @@ class SlotState:
         self.scale = spec.rr_scale if spec.interference else None
 
     def set_csi(self, gains_b: np.ndarray) -> None:
-        """This BS's linear gains to every user [L] (link order): its local CSI of the slot."""
+        """This BS's linear gains to every user [L] (link order): its local CSI of the slot. One compiled call where
+        the extension is built and the gains are a float64 [L] array (the air's), else numpy (the reference)."""
+        if _c_csi is not None and _c_csi(gains_b, self.p_index, self.norm.mean_db, self.norm.std_db, self.state):
+            return
         self.state[:self.B * self.K] = self.norm(np.asarray(gains_b, np.float64)[self.p_index])
 
     def set_powers(self, p_frac: np.ndarray, decided: np.ndarray, inr: np.ndarray | None = None) -> None:

@@ -1,6 +1,6 @@
 """The execution phase's one-slot path (bs_agent.trpo.lean): the compiled policy mean against the numpy
-reference and the torch policy, and the compiled token take against SlotState.set_powers (bit for bit), with
-every malformed message refused without writing anything."""
+reference and the torch policy, the compiled token take against SlotState.set_powers (bit for bit), with
+every malformed message refused without writing anything, and the compiled CSI take against GainNorm."""
 
 from __future__ import annotations
 
@@ -131,3 +131,40 @@ def test_token_take_refuses_wrong_own_buffers():
     st.p_index = st.p_index + 6                                          # an index out of range
     with pytest.raises(ValueError, match="this node's buffers"):
         st.take_token(*good, p, dec, lp, ld)
+
+
+@pytest.mark.skipif(lean._c_csi is None, reason="the compiled path is not built (BSEMU_PURE_POLICY=1)")
+@pytest.mark.parametrize("kind,b", [("3cell", 0), ("3cell", 2), ("7cell", 3)])
+def test_compiled_csi_equals_the_gain_norm_to_a_float32_ulp(kind, b):
+    """set_csi's compiled call writes what GainNorm gives for the BS's gains in its relative order (numpy's log10
+    and the C library's may differ in a double's last bit), over many slots and at the edges: a gain of 0 and
+    below the 1e-300 floor, and NaN (kept, as np.maximum keeps it)."""
+    sc = Scenario.preset(kind)
+    norm = GainNorm.of_scenario(sc)
+    spec = AgentSpec("partial", sc.cells, sc.K, hidden=8, layers=1)
+    st = SlotState(spec, b, norm)
+    L = sc.cells * sc.K
+    gains = sc.user_bs_gains(200, np.random.default_rng(4))[:, :, b]
+    edges = np.full((1, L), 1e-9)
+    edges[0, :3] = [0.0, 1e-310, np.nan]
+    for g in np.concatenate([gains, edges]):
+        st.state[:] = 5.0
+        st.set_csi(np.ascontiguousarray(g))
+        ref = norm(g[st.p_index])
+        np.testing.assert_array_max_ulp(st.state[:L], ref, maxulp=1)
+        assert (st.state[L:] == 5.0).all()                 # nothing else written
+    assert np.isnan(st.state[:L]).sum() == 1
+
+
+@pytest.mark.skipif(lean._c_csi is None, reason="the compiled path is not built (BSEMU_PURE_POLICY=1)")
+def test_compiled_csi_leaves_other_inputs_to_numpy_and_refuses_wrong_own_buffers():
+    st = _slot_state()
+    g = np.linspace(1e-12, 1e-9, 6)
+    for other in (g.astype(np.float32), g[:5], g.reshape(2, 3), list(g)):
+        assert not lean._c_csi(other, st.p_index, st.norm.mean_db, st.norm.std_db, st.state)
+    st.set_csi(g.astype(np.float32))                        # the numpy path takes them
+    np.testing.assert_array_equal(st.state[:6], st.norm(g.astype(np.float32).astype(np.float64)[st.p_index]))
+    with pytest.raises(ValueError, match="this node's buffers"):
+        lean._c_csi(g, st.p_index + 6, 0.0, 1.0, st.state)
+    with pytest.raises(ValueError, match="this node's buffers"):
+        lean._c_csi(g, st.p_index, 0.0, 1.0, st.state.astype(np.float64))
