@@ -37,7 +37,8 @@ IO_THREAD_PREFIX = "ZMQbg/"
 
 def io_thread_ids() -> list[int]:
     """Thread ids of this process's ZeroMQ background threads (every context's), from ``/proc/self/task``
-    (Linux; elsewhere none). A caller sets their scheduling without importing zmq."""
+    (Linux; elsewhere none), e.g. to report their scheduling without importing zmq. libzmq names a thread once it
+    runs, so one started a moment ago may not be listed yet."""
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
