@@ -1,5 +1,6 @@
 """Train each 3-cell scheme (and, with --7cell, the 7-cell schemes) for a stated budget and print the
-held-out mean sum-rate beside WMMSE, FP (and the certified optimum for 3 cells).
+held-out mean sum-rate beside WMMSE, FP, every cell's certified optimum without inter-cell interference
+(cell_optimum: fully decentralized, no message) and, for 3 cells, the certified optimum.
 
     python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
                                  [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
@@ -24,7 +25,7 @@ With --rr-message, the round-robin scheme (partial) is trained once per message 
 (trpo.rr_message: powers = paper 1's state, interference = plus the running interference at every user), the
 same seeds, printed as trpo_partial[VARIANT]; with --credit, likewise one run per trpo.credit (each BS's return:
 paper 1's common sum-rate, or the difference with the BS silenced) for the decentralized schemes. Every line
-gives, beside the mean, the worst and 1st-percentile per-realization ratios to WMMSE (and the optimum).
+gives, beside the mean, the worst and 1st-percentile per-realization ratios to WMMSE, cell_optimum (and the optimum).
 The trained policy is evaluated on its deterministic mean action (clipped to [0, Pmax]), as `bsemu
 evaluate` does. The budget (iterations x episodes, environment steps, networks, minutes) is printed
 with the results.
@@ -126,7 +127,7 @@ def line(name: str, per: np.ndarray, base: dict, w: float, ref: float, dt: float
     (and the optimum) the worst and 1st-percentile per-realization ratios."""
     r = float(per.mean())
     cols = []
-    for ref_name in ("wmmse", "optimum"):
+    for ref_name in ("wmmse", "cell_optimum", "optimum"):
         if ref_name in base and name != ref_name:
             q = per / base[ref_name].sum_rate
             cols.append(f"x {ref_name}: worst {q.min():.4f} p1 {np.percentile(q, 1):.4f}")
@@ -164,7 +165,7 @@ def main() -> None:
         test_seed = a.seed if a.eval_seed is None else a.eval_seed
         problem = scenario_of(cfg).sample(a.slots, np.random.default_rng(10_000 + test_seed))
         w = problem.bandwidth_hz / 1e6
-        names = ["max_power", "wmmse", "fp"] + (["optimum"] if kind == "3cell" else [])
+        names = ["max_power", "wmmse", "fp", "cell_optimum"] + (["optimum"] if kind == "3cell" else [])
         base = run_methods(problem, classical_methods(np.random.default_rng(0)), names)
         print(f"\n{kind}: held-out mean sum-rate on {a.slots} realizations of held-out set {test_seed} (trained "
               f"policies, training seed {a.seed}: deterministic mean action); load average at start "

@@ -43,10 +43,15 @@ class MethodResult:
 
 
 def classical_methods(rng: np.random.Generator, eps: float = 1e-4) -> dict[str, Method]:
-    """The baselines of paper 1 Sec. IV-B plus the direct FP and the certified optimum."""
+    """The baselines of paper 1 Sec. IV-B plus the direct FP, the certified optimum and every cell's certified
+    optimum without inter-cell interference (``cell_optimum``: fully decentralized, no message)."""
     def optimum_p(pr: Problem) -> np.ndarray:
         from radio.optimum import optimum
         return optimum(pr, eps=eps).p
+
+    def cell_optimum_p(pr: Problem) -> np.ndarray:
+        from radio.optimum import cell_optimum
+        return cell_optimum(pr, eps=eps)
 
     return {
         "max_power": lambda pr: max_power(pr).p,
@@ -55,6 +60,7 @@ def classical_methods(rng: np.random.Generator, eps: float = 1e-4) -> dict[str, 
         "fp": lambda pr: fp(pr).p,
         "fp_direct": lambda pr: fp_direct(pr).p,
         "optimum": optimum_p,
+        "cell_optimum": cell_optimum_p,
     }
 
 

@@ -21,7 +21,8 @@ ALGOS = ("trpo", "a2c")
 BACKENDS = ("inproc", "ray")
 CREDITS = ("common", "difference", "difference_self")
 POWER_LEVELS = ("continuous", "on_off")
-METHODS = ("max_power", "random", "wmmse", "fp", "optimum")
+METHODS = ("max_power", "random", "wmmse", "fp", "optimum", "cell_optimum")
+DEFAULT_EVAL = METHODS[:5]      # cell_optimum on request: a baseline paper 1 does not have
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class RunConfig:
     checkpoint_every: int = _f(10, "checkpoint every N iterations", range=(1, 10_000_000))
     keep_checkpoints: int = _f(3, "checkpoints kept", range=(1, 1000))
     eval_slots: int = _f(1000, "held-out realizations for the final evaluation", range=(0, 1_000_000))
-    eval_methods: tuple[str, ...] = _f(METHODS, "baselines in the final evaluation", choices=METHODS)
+    eval_methods: tuple[str, ...] = _f(DEFAULT_EVAL, "baselines in the final evaluation", choices=METHODS)
     placement: str = placement_field("ray backend's actors", "a BS index or cu")
     bs_per_actor: int = _f(1, "ray backend: consecutive BSs hosted by one actor (1: one BS per actor; at most the "
                               "number of BSs), for large networks: the round-robin token moves in memory between "
@@ -203,6 +204,9 @@ def check_feasible(cfg: TrainConfig) -> None:
     if "optimum" in cfg.run.eval_methods and cfg.scenario.kind != "3cell" and cfg.run.eval_slots > 0:
         raise ConfigError("run.eval_methods: 'optimum' is certified for small networks only (3cell); "
                           "remove it for 7cell")
+    if "cell_optimum" in cfg.run.eval_methods and scenario_of(cfg).K > 8 and cfg.run.eval_slots > 0:
+        raise ConfigError(f"run.eval_methods: 'cell_optimum' is certified for at most 8 users per cell, got "
+                          f"scenario.users_per_cell={scenario_of(cfg).K}; remove it")
     if cfg.run.algo == "a2c" and cfg.run.scheme != "centralized":
         raise ConfigError("run.algo: a2c is the centralized baseline; expected run.scheme=centralized")
     if cfg.links.loss > 0 and cfg.run.scheme != "partial":

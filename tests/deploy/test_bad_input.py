@@ -274,6 +274,8 @@ def _trpo_cases() -> list[Case]:
         C("train-set-credit-bogus", *fresh, "--set", "trpo.credit=own", expect="trpo.credit"),
         C("train-set-power-levels-bogus", *fresh, "--set", "policy.power_levels=three", expect="policy.power_levels"),
         C("train-set-eval-method-bogus", *fresh, "--set", "run.eval_methods=[bogus]", expect="run.eval_methods"),
+        C("train-set-cell-optimum-k9", *fresh, "--set", "scenario.users_per_cell=9", "--set",
+          "run.eval_methods=[cell_optimum]", expect="'cell_optimum' is certified for at most 8 users per cell"),
         C("train-set-section-as-list", *fresh, "--set", "policy=[1]", expect="policy"),
         C("train-set-a2c-partial", *fresh, "--set", "run.algo=a2c", expect="run.algo"),
         C("train-set-memory-network", *fresh, "--set", "policy.hidden=4096", "--set", "policy.layers=16",

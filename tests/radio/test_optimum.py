@@ -1,4 +1,5 @@
-"""Tests of radio.optimum: the certified global optimum (branch-and-bound) and the certified bracket."""
+"""Tests of radio.optimum: the certified global optimum (branch-and-bound), the certified bracket and every
+cell's optimum without inter-cell interference."""
 
 from __future__ import annotations
 
@@ -214,6 +215,45 @@ def test_single_cell_upper_is_the_cell_optimum() -> None:
     assert np.all(lower <= res.upper + 1e-9)
 
 
+def _without_intercell(problem: Problem) -> Problem:
+    """The same network with every inter-cell gain set to 0."""
+    cell = problem.cell_of_link()
+    G = np.where(cell[:, None] == cell[None, :], problem.G, 0.0)
+    return Problem(G, problem.noise_w, problem.p_max_w, cells=problem.cells, users_per_cell=problem.users_per_cell,
+                   bs_sum_power_w=problem.bs_sum_power_w)
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng: cells_problem(rng, n=4, B=3, K=2),
+    lambda rng: strong_cells_problem(rng, n=4, B=2, K=3),
+    lambda rng: cells_problem(rng, n=3, B=2, K=2, bs_sum_power_w=15.0),
+])
+def test_cell_optimum_is_each_cells_optimum_from_its_own_gains(make) -> None:
+    """Without inter-cell gains the network is its cells side by side, so cell_optimum is the certified global
+    optimum; with them it is unchanged (BS b uses its own users' direct gains only: decentralized), feasible, and
+    a lower bound of the bracket at least as good as bracket()'s lower bound allows."""
+    problem = make(np.random.default_rng(11))
+    p = opt.cell_optimum(problem)
+    alone = _without_intercell(problem)
+    np.testing.assert_array_equal(p, opt.cell_optimum(alone))
+    best = opt.optimum(alone)
+    np.testing.assert_allclose(sum_rate(alone.G, p, alone.noise_w), best.value, atol=2 * EPS)
+    assert np.all(p >= 0) and np.all(p <= problem.p_max_w + 1e-12)
+    if problem.bs_sum_power_w is not None:
+        assert np.all(p.reshape(problem.n, problem.cells, -1).sum(-1) <= problem.bs_sum_power_w * (1 + 1e-9))
+    lower, upper = opt.bracket(problem)
+    assert np.all(sum_rate(problem.G, p, problem.noise_w) <= lower + 1e-9)
+
+
+def test_cell_optimum_of_one_cell_beats_every_on_off_allocation() -> None:
+    """One cell of 4 users by hand: no allocation of 0 / Pmax powers (all 16) does better."""
+    problem = strong_cells_problem(np.random.default_rng(12), n=5, B=1, K=4, noise_w=0.5)
+    value = sum_rate(problem.G, opt.cell_optimum(problem), problem.noise_w)
+    for bits in range(16):
+        on = np.array([(bits >> k) & 1 for k in range(4)], float) * problem.p_max_w
+        assert np.all(sum_rate(problem.G, np.broadcast_to(on, (5, 4)), problem.noise_w) <= value + 1e-9)
+
+
 def test_rejects_too_many_links_and_bad_eps() -> None:
     problem = nlink_problem(np.random.default_rng(0), N=9)
     with pytest.raises(ProblemError, match=r"\bL\b"):
@@ -222,6 +262,8 @@ def test_rejects_too_many_links_and_bad_eps() -> None:
         opt.optimum(nlink_problem(np.random.default_rng(0), N=3), eps=0.0)
     with pytest.raises(ProblemError, match="users_per_cell"):
         opt.bracket(Problem(np.ones((1, 9, 9)), 1.0, 1.0, cells=1, users_per_cell=9))
+    with pytest.raises(ProblemError, match="users_per_cell"):
+        opt.cell_optimum(Problem(np.ones((1, 9, 9)), 1.0, 1.0, cells=1, users_per_cell=9))
 
 
 @pytest.mark.parametrize("make", [
