@@ -180,7 +180,7 @@ def _resume(cfg_type: type[C], overrides: Sequence[str], resume: Path, check: Ca
 
 ADDED_KEYS = frozenset({"links.*", "links.loss", "run.placement", "run.secure", "run.max_restarts",
                         "run.tensorboard", "run.bs_per_actor", "trpo.rr_message", "trpo.credit",
-                        "policy.power_levels"})
+                        "policy.power_levels", "policy.init"})
 """Keys added after run folders were first written; their defaults are what older runs did (no training
 loss, Ray's own placement on one machine, no CURVE on one machine), so a config.yaml without them is not
 damaged but older."""

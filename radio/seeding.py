@@ -32,6 +32,7 @@ class TrpoStream(IntEnum):
     AGENT = 3     # a BS's Gaussian sampling noise (key: AGENT, bs)
     EVAL = 4      # reserved (held-out draws use the run seed + 1, see deploy)
     LOSS = 5      # which round-robin vectors are lost in training (links.loss)
+    IMITATE = 6   # the teacher's slots and round-robin orders of policy.init=cell_optimum, and its minibatches
 
 
 class ZoStream(IntEnum):

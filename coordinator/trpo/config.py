@@ -51,6 +51,10 @@ class PolicyConfig:
                            "WMMSE's 7-cell solutions take) -- in training's reward, the evaluation and the execution "
                            "phase alike; the round-robin message still carries the fractions",
                            choices=POWER_LEVELS)
+    init: str = _f("random", "the initial policy: random (paper 1) | cell_optimum (its mean fitted to every BS's "
+                   "own-cell certified optimum before the first iteration, log-std at init_log_std; "
+                   "coordinator.trpo.imitate; the decentralized schemes, the paper's round-robin message)",
+                   choices=("random", "cell_optimum"))
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,10 @@ def check_feasible(cfg: TrainConfig) -> None:
     if "cell_optimum" in cfg.run.eval_methods and scenario_of(cfg).K > 8 and cfg.run.eval_slots > 0:
         raise ConfigError(f"run.eval_methods: 'cell_optimum' is certified for at most 8 users per cell, got "
                           f"scenario.users_per_cell={scenario_of(cfg).K}; remove it")
+    if cfg.policy.init == "cell_optimum" and (cfg.run.scheme == "centralized" or cfg.trpo.rr_message != "powers"
+                                              or scenario_of(cfg).K > 8):
+        raise ConfigError("policy.init=cell_optimum: for the decentralized schemes (run.scheme=full|partial) with "
+                          "trpo.rr_message=powers and at most 8 users per cell; expected policy.init=random")
     if cfg.run.algo == "a2c" and cfg.run.scheme != "centralized":
         raise ConfigError("run.algo: a2c is the centralized baseline; expected run.scheme=centralized")
     if cfg.links.loss > 0 and cfg.run.scheme != "partial":

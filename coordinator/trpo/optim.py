@@ -21,6 +21,15 @@ import numpy as np
 import torch
 
 
+# ---------------------------------------------------------------- the round-robin's orders
+def random_positions(rng: np.random.Generator, M: int, B: int) -> np.ndarray:
+    """[M, B] position[m, b] = step of BS b in slot m's random order (a permutation per slot)."""
+    order = np.argsort(rng.random((M, B)), axis=1)     # order[m, n] = BS acting at step n
+    pos = np.empty_like(order)
+    np.put_along_axis(pos, order, np.arange(B)[None, :].repeat(M, 0), axis=1)
+    return pos
+
+
 # ---------------------------------------------------------------- conjugate gradient
 @dataclass(frozen=True)
 class CGResult:

@@ -31,21 +31,12 @@ from coordinator.trpo.backend import AgentBackend
 from coordinator.trpo.config import TrainConfig, agent_spec, scenario_of
 from coordinator.trpo.critic import CriticRounds, shares_sum
 from coordinator.trpo.logged import LoggedBackend
-from coordinator.trpo.optim import credit_returns, silenced_sum_rates, step_weights
+from coordinator.trpo.optim import credit_returns, random_positions, silenced_sum_rates, step_weights
 from coordinator.trpo.update import update_rule
 from radio.channels import expand_gains
 from radio.problem import Problem
 from radio.rates import sum_rate
 from radio.seeding import TrpoStream, child_seed
-
-
-def random_positions(rng: np.random.Generator, M: int, B: int) -> np.ndarray:
-    """[M, B] position[m, b] = step of BS b in slot m's random order (a permutation per slot)."""
-    order = np.argsort(rng.random((M, B)), axis=1)     # order[m, n] = BS acting at step n
-    pos = np.empty_like(order)
-    np.put_along_axis(pos, order, np.arange(B)[None, :].repeat(M, 0), axis=1)
-    return pos
-
 
 ON_OFF_THRESHOLD = 0.5
 """``policy.power_levels=on_off``: a fraction at or above this transmits Pmax, below it nothing."""
@@ -112,6 +103,7 @@ class Trainer:
         self.rule = update_rule(cfg.run.algo, cfg.trpo, self.theta)
         self.iteration = 0
         self.ids = agent_ids(self.spec)
+        self.imitation: dict[str, float] | None = None   # policy.init=cell_optimum: the fit's diagnostics
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -177,6 +169,8 @@ class Trainer:
         and gradient or an optimiser's moments hold NaN or inf: checks on what is already computed, which
         change no number."""
         cfg, t0 = self.cfg, time.perf_counter()
+        if self.iteration == 0 and cfg.policy.init == "cell_optimum" and self.imitation is None:
+            self._imitate()
         it, M, N = self.iteration, cfg.trpo.episodes, self.N
         R, position, silenced = self._sample(it)
         mean_r = float(R.mean())
@@ -220,6 +214,16 @@ class Trainer:
             **metrics, "value_loss": vloss, "seconds": time.perf_counter() - t0, "env_steps": M * N,
             **({"lost_vectors": self.agents.lost} if cfg.links.loss > 0 else {}), **self.log.take_iteration(),
         }
+
+    def _imitate(self) -> None:
+        """policy.init=cell_optimum: fit the initial policy to the own-cell optimum and broadcast it (logged)."""
+        from coordinator.trpo.imitate import imitate
+
+        rng = np.random.default_rng(child_seed(self.cfg.run.seed, TrpoStream.IMITATE))
+        theta, self.imitation = imitate(self.spec, self.scenario, self.norm, self.theta.numpy(),
+                                        self.cfg.policy.init_log_std, rng)
+        self.theta = torch.from_numpy(theta)
+        self.agents.set_params(theta, None)
 
     def surrogate_kl(self, theta: torch.Tensor, count: float, critic: CriticRounds) -> tuple[float, float]:
         """Candidate parameters to every agent; mean surrogate (eq. 22) and KL (eq. 23) from their shares."""
