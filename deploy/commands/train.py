@@ -182,6 +182,12 @@ def train_loop(run: Run, address: str | None, progress: Callable[[dict[str, floa
                 diverged = exc
                 break
             writer.write(m)
+            if it == 0 and trainer.imitation is not None:      # policy.init=cell_optimum: what the fit reached
+                im = trainer.imitation
+                rd.update_meta(imitation=im)
+                mbps = im["teacher_bps_hz"] * trainer.scenario.bandwidth_hz / 1e6
+                tqdm.write(f"bsemu train: initial policy fitted to cell_optimum (teacher {mbps:.2f} Mbps on its "
+                           f"slots, fit mse {im['fit_mse']:.4f})")
             its.set_postfix(reward_mbps=f"{m['reward_mbps']:.1f}", kl=f"{m['kl']:.4f}", bt=m["backtracks"])
             if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == cfg.run.iterations:
                 run.checkpoint(trainer.state_dict(), it + 1, writer, log)
