@@ -12,18 +12,20 @@ may). The centralized scheme runs with and without the priority.
 Every figure is printed with the load average at the time it was measured; the goals are ratios of
 figures measured in this one run.
 
-Measured 2026-12-05 12:04 on the 2-core AMD EPYC dev box (a VM; load 0.9-2.0), compiled policy forward, 2000
-slots, after the nodes' ZeroMQ I/O threads got the loop's SCHED_FIFO priority (bs_agent.realtime):
-raw pyzmq hop p50 45 µs; a BS's decision alone 16.9 µs hot, 25.1 µs with 1 ms idle between slots;
-round-robin per-BS decision p50 / p99 in the network: 54-69 / 229-288 µs (block), 48-58 / 260-286 µs (spin),
-49-52 / 100-101 µs (block under SCHED_FIFO, run.priority=50): goal p50 <= 50 missed by all three (by 2 µs
-under FIFO); slot p50 546 / 385 / 420 µs = 1.96x / 1.54x / 1.74x the sum of decisions + 2 raw hops (goal <= 1.5:
-missed; the in-network hop p50 172 µs against the raw 45 µs is what the ratio pays: the air, 3 BS processes and
-their ZeroMQ I/O threads on 2 cores); centralized slot 1.51x, 1.36x under SCHED_FIFO (met); 1 ms deadlines met
-in 96.3 / 98.1 / 99.7 % of slots, slot p99 1374 / 844 / 646 µs (moonshot <= 1 ms: met with spin and under
-SCHED_FIFO); WMMSE's central slot 1.2x the RL centralized slot (paper: 923x: our one-slot WMMSE takes 49 µs, so
-the slot is the messages'); injected delays: slot p50 within [(B-1) d, (B-1) d + the no-delay p99] (met);
-7 x 8 on a 2-node cluster slot p99 4.4 ms (round-robin) and 1.5 ms (fully decentralized), <= 10 ms met.
+Measured 2026-12-05 13:13 on the 2-core AMD EPYC dev box (a VM; load 0.5-2.0), compiled policy forward and CSI
+take, 2000 slots, the nodes' ZeroMQ I/O threads at the loop's SCHED_FIFO priority (bs_agent.realtime):
+raw pyzmq hop p50 45 µs; a BS's decision alone 13.2 µs hot, 20.3 µs with 1 ms idle between slots;
+round-robin per-BS decision p50 / p99 in the network: 54-59 / 268-333 µs (block), 56-60 / 254-296 µs (spin),
+51-52 / 80 µs (block under SCHED_FIFO, run.priority=50): goal p50 <= 50 missed by all three (by 2 µs under
+FIFO); slot p50 530 / 385 / 410 µs = 2.03x / 1.47x / 1.67x the sum of decisions + 2 raw hops (goal <= 1.5: met
+with spin only; the in-network hop p50 182 µs against the raw 45 µs is what the ratio pays: the air, 3 BS
+processes and their ZeroMQ I/O threads on 2 cores); centralized slot 1.51x, 1.37x under SCHED_FIFO; fully
+decentralized per-BS decision p50 28 µs, slot p50 115 µs; 1 ms deadlines met in 89.8 / 98.3 / 99.8 % of slots,
+slot p99 2067 / 782 / 599 µs (moonshot <= 1 ms: met with spin and under SCHED_FIFO); WMMSE's central slot 1.3x
+the RL centralized slot (paper: 923x: our one-slot WMMSE takes 49 µs, so the slot is the messages'); injected
+delays: slot p50 within [(B-1) d, (B-1) d + the no-delay p99] (met). The run at 12:04 (load 0.9-2.0, before the
+compiled CSI take): the same picture (per-BS p50 49-52 µs under FIFO, slot p99 646 µs, 99.7 %); 7 x 8 on a
+2-node cluster there: slot p99 4.4 ms (round-robin) and 1.5 ms (fully decentralized), <= 10 ms met.
 Where a round-robin BS's time goes (one run each, load 1.3-1.5, from a per-slot stamp after the policy): a BS
 that is not first, its predecessor's vector -> its powers decided 26-29 µs p50, -> sent 4-18 µs more; the first
 BS, its CSI -> its powers decided 49-56 µs (no vector to wait for, so no warm-up of the weights before its input

@@ -1,9 +1,11 @@
-"""Train each 3-cell scheme (and, with --7cell, the 7-cell schemes) for a stated budget and print the
-held-out mean sum-rate beside WMMSE, FP, every cell's certified optimum without inter-cell interference
-(cell_optimum: fully decentralized, no message) and, for 3 cells, the certified optimum.
+"""Train each 3-cell scheme (and, with --7cell / --19cell, the 7- / 19-cell schemes) for a stated budget and print
+the held-out mean sum-rate beside WMMSE, FP, every cell's certified optimum without inter-cell interference
+(cell_optimum: fully decentralized, no message) and the certified optimum (3 cells) or the certified upper bound
+(radio.optimum.bracket, 7 and 19 cells).
 
-    python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--iterations N]
-                                 [--episodes M] [--hidden H] [--layers L] [--init-log-std S] [--delta D]
+    python benchmarks/quality.py [--schemes centralized,partial,full] [--7cell] [--19cell] [--no-3cell]
+                                 [--iterations N] [--init random|cell_optimum] [--episodes M] [--hidden H]
+                                 [--layers L] [--init-log-std S] [--delta D]
                                  [--value-epochs E] [--value-lr LR] [--value-batches B] [--cg-iters C] [--fvp-stride K]
                                  [--value-precision float32|bfloat16|auto] [--power-levels continuous|on_off]
                                  [--threads T] [--seed S] [--eval-seed S] [--eval-at IT,IT,...] [--a2c]
@@ -51,6 +53,7 @@ from coordinator.trpo.evaluate import evaluate_policy  # noqa: E402
 from coordinator.trpo.trainer import Diverged, Trainer  # noqa: E402
 from deploy.config import load_config  # noqa: E402
 from radio.evaluation import classical_methods, run_methods  # noqa: E402
+from radio.optimum import bracket  # noqa: E402
 from radio.rates import sum_rate  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "deploy" / "configs"
@@ -65,12 +68,12 @@ FLAGS = {"iterations": ("run.iterations", 200), "episodes": ("trpo.episodes", 50
          "value_batches": ("trpo.value_batches", 1), "cg_iters": ("trpo.cg_iters", 10),
          "fvp_stride": ("trpo.fvp_stride", 1), "threads": ("run.threads", 1),
          "value_precision": ("trpo.value_precision", "float32"),
-         "power_levels": ("policy.power_levels", "continuous")}
+         "power_levels": ("policy.power_levels", "continuous"), "init": ("policy.init", "random")}
 
 
 def scheme_config(kind: str, scheme: str, a: argparse.Namespace, rr: tuple[str, ...] = ()) -> TrainConfig:
     """The scheme's budget: its shipped config (or the small default budget), then the flags given."""
-    extra = ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []
+    extra = ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind != "3cell" else []
     path = SHIPPED.get((kind, scheme))
     sets = []
     for flag, (key, small) in FLAGS.items():
@@ -122,11 +125,12 @@ def train_eval(cfg: TrainConfig, problem, eval_at=(), report=None) -> tuple[np.n
 
 
 def line(name: str, per: np.ndarray, base: dict, w: float, ref: float, dt: float | None = None,
-         steps: int | None = None, tail: str = "") -> str:
-    """One result line: Mbps, bit/s/Hz, the mean x the reference, training minutes and steps, then against WMMSE
-    (and the optimum) the worst and 1st-percentile per-realization ratios."""
+         steps: int | None = None, tail: str = "", upper: np.ndarray | None = None) -> str:
+    """One result line: Mbps, bit/s/Hz, the mean x the reference, training minutes and steps, then (networks past
+    the optimum's size) the mean x the certified upper bound ``upper``, and against WMMSE, cell_optimum (and the
+    optimum) the worst and 1st-percentile per-realization ratios."""
     r = float(per.mean())
-    cols = []
+    cols = [] if upper is None else [f"x upper bound {r / float(upper.mean()):.4f}"]
     for ref_name in ("wmmse", "cell_optimum", "optimum"):
         if ref_name in base and name != ref_name:
             q = per / base[ref_name].sum_rate
@@ -155,18 +159,21 @@ def main() -> None:
     ap.add_argument("--credit", default=None, help="comma list of trpo.credit variants (common, difference, "
                     "difference_self) for the decentralized schemes: one run each, same seeds, trpo_SCHEME[CREDIT]")
     ap.add_argument("--7cell", dest="seven", action="store_true")
-    ap.add_argument("--no-3cell", dest="three", action="store_false", help="only the 7-cell schemes")
+    ap.add_argument("--19cell", dest="nineteen", action="store_true", help="the 19-cell network too (the 7-cell "
+                    "budget and settings; partial and full)")
+    ap.add_argument("--no-3cell", dest="three", action="store_false", help="only the 7- / 19-cell schemes")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    kinds = (["3cell"] if a.three else []) + (["7cell"] if a.seven else [])
+    kinds = (["3cell"] if a.three else []) + (["7cell"] if a.seven else []) + (["19cell"] if a.nineteen else [])
     for kind in kinds:
         cfg = load_config(TrainConfig, None, [f"scenario.kind={kind}"] + (
-            ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind == "7cell" else []))
+            ["scenario.users_per_cell=8", "scenario.alpha=4.0"] if kind != "3cell" else []))
         test_seed = a.seed if a.eval_seed is None else a.eval_seed
         problem = scenario_of(cfg).sample(a.slots, np.random.default_rng(10_000 + test_seed))
         w = problem.bandwidth_hz / 1e6
         names = ["max_power", "wmmse", "fp", "cell_optimum"] + (["optimum"] if kind == "3cell" else [])
         base = run_methods(problem, classical_methods(np.random.default_rng(0)), names)
+        upper = None if kind == "3cell" else bracket(problem)[1]      # certified upper bound on the optimum
         print(f"\n{kind}: held-out mean sum-rate on {a.slots} realizations of held-out set {test_seed} (trained "
               f"policies, training seed {a.seed}: deterministic mean action); load average at start "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -187,11 +194,11 @@ def main() -> None:
                 name = f"trpo_{scheme}" + (f"[{label}]" if label else "")
 
                 def report(it, per, dt, steps, name=name, w=w, ref=ref, base=base):
-                    print(line(f"{name}@{it}", per, base, w, ref, dt, steps), flush=True)
+                    print(line(f"{name}@{it}", per, base, w, ref, dt, steps, upper=upper), flush=True)
                 eval_at = {int(x) for x in a.eval_at.split(",") if x}
                 per, dt, steps = train_eval(cfg, problem, eval_at, report)
-                print(line(name, per, base, w, ref, dt, steps, f"; load {os.getloadavg()[0]:.2f}; {budget(cfg)}"),
-                      flush=True)
+                print(line(name, per, base, w, ref, dt, steps, f"; load {os.getloadavg()[0]:.2f}; {budget(cfg)}",
+                           upper), flush=True)
         if a.a2c and kind == "3cell":
             cfg = a2c_config(scheme_config(kind, "centralized", a), a.seed)
             try:
@@ -200,7 +207,9 @@ def main() -> None:
             except Diverged as exc:
                 print(f"{'a2c_centralized':<24} {exc}   {budget(cfg)}", flush=True)
         for n, res in base.items():
-            print(line(n, res.sum_rate, base, w, ref))
+            print(line(n, res.sum_rate, base, w, ref, upper=upper))
+        if upper is not None:
+            print(line("upper_bound", upper, base, w, ref) + "   (radio.optimum.bracket: certified)")
 
 
 if __name__ == "__main__":
