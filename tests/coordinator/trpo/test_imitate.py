@@ -107,3 +107,19 @@ def test_refused_where_it_does_not_apply(sets, what):
     with pytest.raises(ConfigError, match="policy.init=cell_optimum") as err:
         check_feasible(cfg)
     assert what in str(err.value)
+
+
+@pytest.mark.ray
+def test_inproc_and_ray_start_from_the_same_fit(ray_session):
+    """The fit is the coordinator's: both backends broadcast the same parameters and take the same first step."""
+    out = {}
+    for backend in ("inproc", "ray"):
+        cfg = load_config(TrainConfig, None, SMALL + ["run.scheme=partial", f"run.backend={backend}"])
+        be = make_backend(cfg)
+        try:
+            tr = Trainer(cfg, be)
+            m = tr.step()
+            out[backend] = (tr.theta.clone(), m["reward"])
+        finally:
+            be.close()
+    assert torch.equal(out["inproc"][0], out["ray"][0]) and out["inproc"][1] == out["ray"][1]
