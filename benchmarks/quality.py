@@ -193,7 +193,7 @@ def main() -> None:
                 cfg = scheme_config(kind, scheme, a, tuple(sets.split()))
                 name = f"trpo_{scheme}" + (f"[{label}]" if label else "")
 
-                def report(it, per, dt, steps, name=name, w=w, ref=ref, base=base):
+                def report(it, per, dt, steps, name=name, w=w, ref=ref, base=base, upper=upper):
                     print(line(f"{name}@{it}", per, base, w, ref, dt, steps, upper=upper), flush=True)
                 eval_at = {int(x) for x in a.eval_at.split(",") if x}
                 per, dt, steps = train_eval(cfg, problem, eval_at, report)
