@@ -480,8 +480,9 @@ def cell_optimum(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000) 
     (``f_b`` of :func:`bracket`), side by side. BS b needs only its own users' direct gains for it, so it is a
     fully decentralized rule with no message; its sum-rate is a lower bound of :func:`bracket` and its cells'
     values sum to the bracket's upper bound before the inter-cell interference is counted. On the 7- and
-    19-cell models (alpha 4, wraparound) it measured 1.026 x and 1.034 x WMMSE on average (100 realizations; on 1000
-    7-cell ones 1.030-1.032 x, and 0.998 x at worst on a single one), within 0.3 % of the certified upper bound: inter-cell interference costs little there.
+    19-cell models (alpha 4, wraparound) it measured 1.026 x and 1.034 x WMMSE on average (100 realizations; on
+    1000 7-cell ones 1.030-1.032 x, and 0.998 x at worst on a single one), within 0.3 % of the certified upper
+    bound: inter-cell interference costs little there.
     Raises :class:`ProblemError` when ``users_per_cell`` > 8 or ``eps`` <= 0."""
     if problem.users_per_cell > MAX_LINKS:
         raise ProblemError(f"users_per_cell: cell_optimum() supports 1 <= users_per_cell <= {MAX_LINKS}, "
