@@ -475,6 +475,22 @@ def _cell_upper(problem: Problem, i: int, eps: float, max_boxes: int) -> tuple[f
     return total, p
 
 
+def cell_bounds(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+    """Every cell's problem without inter-cell interference, solved by the certified branch-and-bound: (the sum
+    over cells of its certified upper bounds [n] in bit/s/Hz, the cells' best powers side by side [n, L] W). The
+    per-cell solves that :func:`cell_optimum` and :func:`bracket` share: a caller that wants both passes this to
+    ``bracket(cells=...)`` and projects the powers itself. Raises :class:`ProblemError` when ``users_per_cell`` > 8
+    or ``eps`` <= 0."""
+    if problem.users_per_cell > MAX_LINKS:
+        raise ProblemError(f"users_per_cell: the cells' optimum supports 1 <= users_per_cell <= {MAX_LINKS}, "
+                           f"got {problem.users_per_cell}")
+    _check_eps(eps)
+    upper, p = np.zeros(problem.n), np.zeros((problem.n, problem.L))
+    for i in range(problem.n):
+        upper[i], p[i] = _cell_upper(problem, i, eps, max_boxes)
+    return upper, p
+
+
 def cell_optimum(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000) -> np.ndarray:
     """Powers [n, L] W: every cell's certified optimum of its own problem without inter-cell interference
     (``f_b`` of :func:`bracket`), side by side. BS b needs only its own users' direct gains for it, so it is a
@@ -483,19 +499,12 @@ def cell_optimum(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000) 
     19-cell models (alpha 4, wraparound) it measured 1.026 x and 1.034 x WMMSE on average (100 realizations; on
     1000 7-cell ones 1.030-1.032 x, and 0.998 x at worst on a single one), within 0.3 % of the certified upper
     bound: inter-cell interference costs little there.
-    Raises :class:`ProblemError` when ``users_per_cell`` > 8 or ``eps`` <= 0."""
-    if problem.users_per_cell > MAX_LINKS:
-        raise ProblemError(f"users_per_cell: cell_optimum() supports 1 <= users_per_cell <= {MAX_LINKS}, "
-                           f"got {problem.users_per_cell}")
-    _check_eps(eps)
-    p = np.zeros((problem.n, problem.L))
-    for i in range(problem.n):
-        p[i] = _cell_upper(problem, i, eps, max_boxes)[1]
-    return problem.project(p)
+    Raises :class:`ProblemError` when ``users_per_cell`` > 8 or ``eps`` <= 0 (:func:`cell_bounds`)."""
+    return problem.project(cell_bounds(problem, eps, max_boxes)[1])
 
 
-def bracket(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000, ascent_iters: int = 100
-            ) -> tuple[np.ndarray, np.ndarray]:
+def bracket(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000, ascent_iters: int = 100,
+            cells: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Certified bracket ``lower <= f* <= upper`` (bit/s/Hz, [n] each) of eq. (1) for networks of any size
     with at most 8 users per cell.
 
@@ -511,15 +520,10 @@ def bracket(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000, ascen
     Lower bound.  The best of f at: max power (``problem.p_full()``), the cells' optimal powers side by side,
     a monotone projected-gradient ascent (``ascent_iters`` steps) from each, and WMMSE (:mod:`radio.wmmse`, if
     present) from each; every point is passed through ``problem.project``, so all are feasible.
+    ``cells``: :func:`cell_bounds` of the same problem, if the caller already has it (else it is solved here).
     Raises :class:`ProblemError` when ``users_per_cell`` > 8 or ``eps`` <= 0.
     """
-    if problem.users_per_cell > MAX_LINKS:
-        raise ProblemError(f"users_per_cell: bracket() supports 1 <= users_per_cell <= {MAX_LINKS}, "
-                           f"got {problem.users_per_cell}")
-    _check_eps(eps)
-    upper, p_cells = np.zeros(problem.n), np.zeros((problem.n, problem.L))
-    for i in range(problem.n):
-        upper[i], p_cells[i] = _cell_upper(problem, i, eps, max_boxes)
+    upper, p_cells = cell_bounds(problem, eps, max_boxes) if cells is None else cells
     starts = [problem.p_full(), p_cells]
     ascended = [np.zeros_like(p_cells), np.zeros_like(p_cells)]
     cell = problem.cell_of_link()
