@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from protocol import io_thread_ids
+from protocol import check_fifo, io_thread_ids
 
 _NAMES = {getattr(os, k): v for k, v in (("SCHED_OTHER", "other"), ("SCHED_FIFO", "fifo"), ("SCHED_RR", "rr"),
                                           ("SCHED_BATCH", "batch")) if hasattr(os, k)}
@@ -81,8 +81,7 @@ def realtime_refusal(priority: int) -> str | None:
     if not hasattr(os, "sched_setscheduler"):
         return f"run.priority={priority}: this OS has no SCHED_FIFO (Linux only); expected run.priority=0"
     try:
-        with realtime(priority):
-            pass
+        check_fifo(priority)
     except PermissionError:
         return (f"run.priority={priority}: this user may not schedule threads SCHED_FIFO (it needs root or "
                 f"CAP_SYS_NICE, and an RLIMIT_RTPRIO of at least {priority}); expected run.priority=0")

@@ -68,7 +68,7 @@ from .barrier import broadcast_barrier, ring_barrier
 from .broadcast import BroadcastNode
 from .clock import ClockOffset, ClockSample, estimate_clock_offset, offset_from_samples
 from .codec import DEFAULT_LIMITS, Limits, decode, encode, encode_fields, frame_size
-from .contexts import io_thread_ids, make_context
+from .contexts import check_fifo, io_thread_ids, make_context
 from .envelope import (
     BROADCAST,
     CONTROL_KINDS,
@@ -126,7 +126,7 @@ __all__ = [
     "MessageLog", "merge_summaries", "summarize_csv", "summary_markdown", "write_summary_files",
     "SENT", "RECEIVED", "DROPPED",
     "Node", "RingNode", "BroadcastNode", "NodeStats", "DEFAULT_HWM", "DEFAULT_RECV_BUDGET", "recv_hwm", "bind_host",
-    "node_address", "make_context", "io_thread_ids",
+    "node_address", "make_context", "io_thread_ids", "check_fifo",
     "broadcast_barrier", "ring_barrier",
     "ClockSample", "ClockOffset", "estimate_clock_offset", "offset_from_samples",
     "NodeKeys", "generate_run_keys", "save_public_keys",

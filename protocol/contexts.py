@@ -8,6 +8,14 @@ import os
 import zmq
 
 
+def check_fifo(priority: int) -> None:
+    """Raise PermissionError where the calling thread may not run SCHED_FIFO at ``priority`` (1..99): tried on it
+    and undone (no root or CAP_SYS_NICE, or an RLIMIT_RTPRIO below it)."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    os.sched_setscheduler(0, policy, param)
+
+
 def make_context(io_priority: int = 0, io_threads: int = 1) -> zmq.Context:
     """A ZeroMQ context. Shared between several nodes of one process: one I/O thread for all of them, and
     ``inproc://`` between them (:meth:`protocol.ring.RingNode.bind_inproc`); the caller then terminates it
@@ -17,15 +25,10 @@ def make_context(io_priority: int = 0, io_threads: int = 1) -> zmq.Context:
     set by libzmq as each thread starts (threads a real-time thread starts do not reliably inherit its policy: in
     a Ray actor they come up SCHED_OTHER). Checked here first on the calling thread, since libzmq aborts the
     process where the setting fails. Raises PermissionError where this process may not."""
+    if io_priority > 0:
+        check_fifo(io_priority)
     ctx = zmq.Context(io_threads=io_threads)
     if io_priority > 0:
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(io_priority))
-        except BaseException:
-            ctx.term()
-            raise
-        os.sched_setscheduler(0, policy, param)
         ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
         ctx.set(zmq.THREAD_PRIORITY, io_priority)
     return ctx
@@ -55,4 +58,4 @@ def io_thread_ids() -> list[int]:
     return sorted(out)
 
 
-__all__ = ["make_context", "io_thread_ids", "IO_THREAD_PREFIX"]
+__all__ = ["make_context", "check_fifo", "io_thread_ids", "IO_THREAD_PREFIX"]

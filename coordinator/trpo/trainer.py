@@ -30,6 +30,7 @@ from coordinator.messages import RunMessages
 from coordinator.trpo.backend import AgentBackend
 from coordinator.trpo.config import TrainConfig, agent_spec, scenario_of
 from coordinator.trpo.critic import CriticRounds, shares_sum
+from coordinator.trpo.imitate import imitate
 from coordinator.trpo.logged import LoggedBackend
 from coordinator.trpo.optim import credit_returns, random_positions, silenced_sum_rates, step_weights
 from coordinator.trpo.update import update_rule
@@ -217,8 +218,6 @@ class Trainer:
 
     def _imitate(self) -> None:
         """policy.init=cell_optimum: fit the initial policy to the own-cell optimum and broadcast it (logged)."""
-        from coordinator.trpo.imitate import imitate
-
         rng = np.random.default_rng(child_seed(self.cfg.run.seed, TrpoStream.IMITATE))
         theta, self.imitation = imitate(self.spec, self.scenario, self.norm, self.theta.numpy(),
                                         self.cfg.policy.init_log_std, rng)
