@@ -4,10 +4,10 @@ same run, with injected link delays, and for 7 cells on a 2-node Ray cluster of 
 
     python benchmarks/latency.py [--slots 2000] [--skip-cluster]
 
-The round-robin runs three times: with its nodes blocking in their sockets while they wait (run.wait=block, the
+The round-robin runs four times: with its nodes blocking in their sockets while they wait (run.wait=block, the
 default), polling (run.wait=spin, yielding the core at every poll: what a BS with a core of its own does), and
-blocking under SCHED_FIFO (run.priority, --priority: what a deployed BS's slot loop runs under; where this user
-may). The centralized scheme runs with and without the priority.
+either under SCHED_FIFO (run.priority, --priority: what a deployed BS's slot loop runs under; where this user
+may). The centralized scheme runs without the priority, and blocking or polling with it.
 
 Every figure is printed with the load average at the time it was measured; the goals are ratios of
 figures measured in this one run.
@@ -207,14 +207,19 @@ def main() -> None:
     fifo = [] if a.priority == 0 or refusal else [f"run.priority={a.priority}"]
     if refusal:
         print(f"no real-time runs: {refusal}\n")
-    rr_names = ["rr", "rr, spin"] + (["rr, fifo"] if fifo else [])
+    rr_names = ["rr", "rr, spin"] + (["rr, fifo", "rr, fifo spin"] if fifo else [])
+    spin = ["run.wait=spin"]
     session = ray_session()
     try:
         res = {"rr": execute(policy("partial"), base + ["run.slot_ms=1"]),
-               "rr, spin": execute(policy("partial"), base + ["run.slot_ms=1", "run.wait=spin"]),
-               **({"rr, fifo": execute(policy("partial"), base + ["run.slot_ms=1"] + fifo)} if fifo else {}),
+               "rr, spin": execute(policy("partial"), base + ["run.slot_ms=1"] + spin),
+               **({"rr, fifo": execute(policy("partial"), base + ["run.slot_ms=1"] + fifo),
+                   "rr, fifo spin": execute(policy("partial"), base + ["run.slot_ms=1"] + fifo + spin)}
+                  if fifo else {}),
                "central": execute(policy("centralized"), base + ["run.slot_ms=2"]),
-               **({"central, fifo": execute(policy("centralized"), base + ["run.slot_ms=2"] + fifo)} if fifo else {}),
+               **({"central, fifo": execute(policy("centralized"), base + ["run.slot_ms=2"] + fifo),
+                   "central, fifo spin": execute(policy("centralized"), base + ["run.slot_ms=2"] + fifo + spin)}
+                  if fifo else {}),
                "full": execute(policy("full"), base + ["run.slot_ms=1"]),
                "wmmse": execute(Source(Scenario.preset("3cell"), "centralized", method="wmmse"),
                                 base + ["run.slot_ms=5"]),
@@ -249,7 +254,7 @@ def main() -> None:
         s50 = r["slot_us"]["p50"]
         print(goal(f"round-robin '{name}' slot p50 {s50:.0f} µs <= 1.5 x (sum of decisions + 2 raw hops = "
                    f"{floor:.0f} µs): ratio {s50 / floor:.2f}", s50 <= 1.5 * floor))
-    for name in ["central"] + (["central, fifo"] if fifo else []):
+    for name in ["central"] + (["central, fifo", "central, fifo spin"] if fifo else []):
         c = res[name]
         up, down = c["hop_us"]["CSI_UPLOAD"]["p50"], c["hop_us"]["POWER_ASSIGNMENT"]["p50"]
         cfloor = up + c["decision_us"]["cu"]["p50"] + down

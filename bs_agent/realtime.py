@@ -5,8 +5,9 @@ processes and threads, a test runner, a shell) runs while it decides. :func:`rea
 under ``SCHED_FIFO`` at a priority (1..99) and gives it back its own policy on leaving. Processes it forks inherit
 the policy, so a caller starts Ray before, not inside. Linux caps real-time threads at 95 % of each second by
 default (``/proc/sys/kernel/sched_rt_runtime_us``), so a busy real-time loop cannot lock the machine up for good;
-the execute config still refuses ``run.wait=spin`` with a priority, since spinning real-time nodes would starve
-every other process on a machine with fewer cores than nodes. Needs root or ``CAP_SYS_NICE``.
+a real-time node that spins for its input (``run.wait=spin``) yields its core only to the real-time threads of its
+priority, so it spins for at most ``bs_agent.trpo.execution.RT_SPIN_CAP_NS`` (500 µs) per input and then blocks.
+Needs root or ``CAP_SYS_NICE``.
 
 The node's sockets' ZeroMQ I/O threads (which carry every frame it sends and receives) run at the loop's
 priority too, set on their contexts (``protocol.make_context(io_priority)``): they do not reliably inherit the

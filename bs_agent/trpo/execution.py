@@ -27,6 +27,13 @@ an earlier slot that arrives is late: counted and dropped. On the logical clock 
 are no deadlines: every node waits until its input arrives or its link emulator drops it (the coordinator
 runs the slots in lockstep).
 
+Warm-up (round-robin). The BS second in a slot's order runs its policy once on its CSI while the first decides, so
+that its weights are in its core's cache when the vector comes. The others do not: where there are fewer cores
+than BSs their warm-ups at the slot's start took cores from the first BS's decision, and theirs (one hop and one
+decision later at least) measured no faster for it. 3 cells on 2 cores, SCHED_FIFO, 2000 slots, four interleaved
+pairs: worst per-BS decision p50 49-50 µs and slot p50 376-394 µs warming the second only, against 50-53 and
+410-430 µs warming every later BS.
+
 Every node records per slot: when its inputs were available (CSI received; the predecessor's vector or the
 last upload received), when its powers were sent (or, for a centralized BS, received), its decision, and
 what fell back. Times are this process's ``time.monotonic_ns()``; the coordinator corrects them by the
@@ -59,9 +66,16 @@ METHODS = ("wmmse", "fp", "optimum")
 FALLBACKS = ("last", "undecided")
 WAITS = ("block", "spin")
 """How a node waits for an input (real clock): ``block`` in the socket until the frame wakes it (the core idles
-meanwhile), or ``spin``: poll without sleeping, yielding the core to any other runnable process at every poll
+meanwhile), or ``spin``: poll without sleeping, yielding the core to any other runnable thread at every poll
 (``os.sched_yield``), as a deployed BS with a core of its own would (its caches stay warm and no wake-up
-latency is paid when the input comes)."""
+latency is paid when the input comes). Under a real-time priority (``run.priority``) a yield hands the core only
+to the real-time threads of that priority (the other nodes, the sockets' I/O threads, the air), so a real-time node
+spins for at most :data:`RT_SPIN_CAP_NS` per wait and then blocks: time-shared processes (Ray's) lose a core to
+it for no longer than that in a slot."""
+
+RT_SPIN_CAP_NS = 500_000
+"""The longest a real-time node polls for one input before it blocks in its socket (``run.wait=spin`` with
+``run.priority``)."""
 
 POLL_SLEEP_S = 50e-6
 """Sleep between polls in the last millisecond before a deadline."""
@@ -142,8 +156,9 @@ class _Inbox:
 
     def __init__(self, node: RingNode, rec: SlotRecords, logical: bool,
                  shapes: dict[int, dict[str, int]] | None = None, spin: bool = False,
-                 checks: dict[int, Callable[[Envelope], bool]] | None = None) -> None:
+                 checks: dict[int, Callable[[Envelope], bool]] | None = None, spin_cap_ns: int | None = None) -> None:
         self.node, self.rec, self.logical, self.spin = node, rec, logical, spin
+        self.spin_cap_ns = spin_cap_ns            # spin: poll at most this long per wait, then block (None: no cap)
         self.shapes = shapes or {}                                    # kind -> {field: length} of a usable payload
         self.checks = checks or {}                # kind -> whether an awaited message is usable (else: by shape)
         self.pending: dict[tuple[int, int, int], Envelope] = {}    # (kind, slot, sender) -> message
@@ -166,16 +181,18 @@ class _Inbox:
                     self.rec.malformed += 1
         node = self.node
         dropped0 = node.stats.dropped_injected
+        spin_until = deadline_ns if self.spin_cap_ns is None else now_ns() + self.spin_cap_ns
         while len(got) < len(senders):
             if self.logical:
                 if len(got) + node.stats.dropped_injected - dropped0 >= len(senders):
                     break
                 env = node.recv(timeout_ms=1000)
             else:
-                left = deadline_ns - now_ns()
+                t = now_ns()
+                left = deadline_ns - t
                 if left <= 0:
                     break
-                if self.spin:                     # poll; give the core to anyone runnable, else poll again
+                if self.spin and t < spin_until:  # poll; give the core to anyone runnable, else poll again
                     env = node.recv(timeout_ms=0)
                     if env is None:
                         os.sched_yield()
@@ -229,7 +246,8 @@ class ExecNode:
             int(Kind.POWER_ASSIGNMENT): {"p": K}}
         rr = setup.role == "bs" and setup.scheme == "partial"
         self.inbox = _Inbox(node, self.rec, self.logical, self.shapes, spin=setup.wait == "spin",
-                            checks={int(Kind.POWER_VECTOR): self._vector_ok} if rr else None)
+                            checks={int(Kind.POWER_VECTOR): self._vector_ok} if rr else None,
+                            spin_cap_ns=RT_SPIN_CAP_NS if setup.priority > 0 else None)
         self.policy = LeanPolicy(setup.spec, setup.theta) if setup.theta is not None else None
         if setup.role == "bs" and setup.scheme != "centralized":
             self.state = SlotState(setup.spec, setup.node_id, setup.norm)
@@ -292,7 +310,8 @@ class ExecNode:
             rec.t_in[slot] = rec.t_csi[slot]
         else:
             prev = int(order[pos - 1])
-            self.policy(self.state.state)     # warm-up while the predecessors decide: the weights into the cache
+            if pos == 1:                      # warm-up while the first decides: the weights into the cache
+                self.policy(self.state.state)
             got = self.inbox.take(Kind.POWER_VECTOR, slot, {prev}, wait_until)
             taken = prev in got and self.taken
             if taken:                         # p, decided and the state already set (SlotState.take_token)
@@ -413,5 +432,5 @@ def solve(method: str, problem: Problem) -> np.ndarray:
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
 
 
-__all__ = ["CU_ID", "METHODS", "FALLBACKS", "WAITS", "MISSING_INPUT", "HOLD", "ExecSetup", "ExecNode", "SlotRecords",
-           "solve"]
+__all__ = ["CU_ID", "METHODS", "FALLBACKS", "WAITS", "RT_SPIN_CAP_NS", "MISSING_INPUT", "HOLD", "ExecSetup", "ExecNode",
+           "SlotRecords", "solve"]

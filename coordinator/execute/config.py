@@ -73,10 +73,10 @@ class ExecRunConfig:
                        choices=FALLBACKS)
     wait: str = _f("block", "how a node waits for an input (real clock): block (in the socket; the core idles and "
                             "wakes on the frame) | spin (polls, yielding the core at every poll: a BS with a core "
-                            "of its own)", choices=WAITS)
+                            "of its own; with run.priority at most 500 µs per input, then it blocks)", choices=WAITS)
     priority: int = _f(0, "real-time priority of every node's slot loop and socket threads (the BSs, the central unit "
                               "and the air): 0 the normal time-sharing policy | 1-99 SCHED_FIFO at that priority, "
-                              "as a deployed BS runs (needs root or CAP_SYS_NICE; with run.wait=block only)",
+                              "as a deployed BS runs (needs root or CAP_SYS_NICE)",
                        range=PRIORITY_RANGE)
     decision_margin_us: float = _f(100.0, "a node waiting for an input gives up this long before the slot's end "
                                           "and decides on what it has", range=(0.0, 1e8))
@@ -106,10 +106,6 @@ def check_execute(cfg: ExecuteConfig) -> None:
             if m.delay or m.jitter:
                 raise ConfigError(f"links delay / jitter ({c}: {m.delay * 1e3:g} / {m.jitter * 1e3:g} ms) need "
                                   "run.clock=real: the logical clock has no deadlines, so a delay changes nothing")
-    if cfg.run.priority > 0 and cfg.run.wait == "spin":
-        raise ConfigError(f"run.priority={cfg.run.priority} with run.wait=spin: real-time nodes that spin would "
-                          "starve every other process where there are fewer cores than nodes; expected run.wait=block "
-                          "or run.priority=0")
     if cfg.run.warmup_slots >= cfg.run.slots:
         raise ConfigError(f"run.warmup_slots ({cfg.run.warmup_slots}) must be below run.slots ({cfg.run.slots})")
     if cfg.run.decision_margin_us * 1e-3 >= cfg.run.slot_ms:

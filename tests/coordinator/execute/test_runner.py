@@ -147,9 +147,9 @@ def test_every_vector_sent_is_received_or_dropped_on_the_real_clock(ray_session)
     assert sent == 2 * 40 and sent == received + dropped and dropped > 0
 
 
-@pytest.mark.parametrize("wait,priority", [("block", 0), ("spin", 0), ("block", 20)])
+@pytest.mark.parametrize("wait,priority", [("block", 0), ("spin", 0), ("block", 20), ("spin", 20)])
 def test_real_clock_decisions_equal_the_evaluations_whichever_way_nodes_wait(ray_session, wait, priority):
-    """On the wall clock, a BS that blocks in its socket, one that spins (run.wait) and one under SCHED_FIFO
+    """On the wall clock, a BS that blocks in its socket, one that spins (run.wait), and either under SCHED_FIFO
     (run.priority) decide alike: every decision taken on its predecessor's vector (no fallback) is the
     evaluation's, and every vector sent is received (ideal links, slots long enough for the hops). Each node
     reports the policy it ran under, its sockets' I/O threads too."""
