@@ -223,7 +223,9 @@ def main() -> None:
                "full": execute(policy("full"), base + ["run.slot_ms=1"]),
                "wmmse": execute(Source(Scenario.preset("3cell"), "centralized", method="wmmse"),
                                 base + ["run.slot_ms=5"]),
-               "fp": execute(Source(Scenario.preset("3cell"), "centralized", method="fp"), base + ["run.slot_ms=5"])}
+               "fp": execute(Source(Scenario.preset("3cell"), "centralized", method="fp"), base + ["run.slot_ms=5"]),
+               "cell_optimum": execute(Source(Scenario.preset("3cell"), "full", method="cell_optimum"),
+                                       base + ["run.slot_ms=5"])}
         delays = {d: execute(policy("partial"), base + ["run.slot_ms=5", f"links.bs_bs.delay_ms={d}"])
                   for d in (0.5, 1.0)}
     finally:

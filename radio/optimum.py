@@ -468,11 +468,22 @@ def _cell_upper(problem: Problem, i: int, eps: float, max_boxes: int) -> tuple[f
     total, p = 0.0, np.zeros(problem.L)
     for b in range(problem.cells):
         idx = np.arange(b * K, (b + 1) * K)
-        inst = _instance(problem.G[i][np.ix_(idx, idx)], problem.noise_w, problem.p_max_w[idx],
-                         np.zeros(K, dtype=np.intp), problem.bs_sum_power_w)
-        p[idx], _, upper, _, _ = _solve_one(inst, eps, max_boxes, None, 256)
+        p[idx], upper = own_cell(problem.G[i][np.ix_(idx, idx)], problem.noise_w, problem.p_max_w[idx],
+                                 problem.bs_sum_power_w, eps, max_boxes)
         total += upper
     return total, p
+
+
+def own_cell(G_cell: np.ndarray, noise_w: float, p_max_w: np.ndarray, bs_sum_power_w: float | None = None,
+             eps: float = 1e-4, max_boxes: int = 500_000) -> tuple[np.ndarray, float]:
+    """One cell's problem without inter-cell interference: (its best powers [K] W, the certified upper bound of its
+    sum-rate, bit/s/Hz). ``G_cell`` [K, K]: the gains of the cell's links (``G_cell[k, j]``: from the BS of link j,
+    the cell's own, to user k). What BS b solves alone for :func:`cell_optimum`."""
+    K = G_cell.shape[0]
+    inst = _instance(np.asarray(G_cell, np.float64), noise_w, np.asarray(p_max_w, np.float64),
+                     np.zeros(K, dtype=np.intp), bs_sum_power_w)
+    p, _, upper, _, _ = _solve_one(inst, eps, max_boxes, None, 256)
+    return p, float(upper)
 
 
 def cell_bounds(problem: Problem, eps: float = 1e-4, max_boxes: int = 500_000) -> tuple[np.ndarray, np.ndarray]:

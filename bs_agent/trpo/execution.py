@@ -9,7 +9,7 @@ time-stamped) with the slot's round-robin order and deadline; then, by scheme:
   powers (POWER_ASSIGNMENT);
 * round-robin: in the slot's order each BS decides on its CSI plus the powers decided so far and sends its
   power vector to the next (POWER_VECTOR: L fractions and B flags; B - 1 hops);
-* fully decentralized: every BS decides on its own CSI; no message.
+* fully decentralized (and ``cell_optimum``): every BS decides on its own CSI; no message.
 
 Deadlines and fallbacks (real clock). A slot ends ``slot_ms`` after it starts; a node waiting for an input
 gives up ``decision_margin_us`` before the end and decides on what it has:
@@ -56,6 +56,7 @@ from bs_agent.trpo.state import GainNorm
 from protocol import Envelope, Kind, RingNode
 from protocol.links import LinkModel
 from radio.fp import fp
+from radio.optimum import cell_optimum, optimum, own_cell
 from radio.problem import Problem
 from radio.wmmse import wmmse, wmmse_one
 
@@ -63,6 +64,10 @@ CU_ID = 1 << 15
 """Node id of the central unit (BS ids are 0..B-1)."""
 
 METHODS = ("wmmse", "fp", "optimum")
+"""The classical solvers the central unit runs on the centralized message path."""
+OWN_CELL_METHODS = ("cell_optimum",)
+"""The rules every BS runs alone on its own CSI, with no message (fully decentralized): ``cell_optimum``, its
+cell's certified optimum without inter-cell interference (:func:`radio.optimum.cell_optimum`)."""
 FALLBACKS = ("last", "undecided")
 WAITS = ("block", "spin")
 """How a node waits for an input (real clock): ``block`` in the socket until the frame wakes it (the core idles
@@ -94,7 +99,8 @@ class ExecSetup:
     scheme      'centralized' | 'partial' | 'full' (the methods run on the centralized message path)
     spec        the trained policy's :class:`AgentSpec` (None for a classical method)
     theta       the trained policy's flat parameters (None for a method)
-    method      None (the policy) or one of :data:`METHODS` (central unit only)
+    method      None (the policy), one of :data:`METHODS` (central unit only) or :data:`OWN_CELL_METHODS` (a BS
+                of the fully decentralized scheme)
     norm        the scenario's gain normalisation (the policy's input)
     B, K        cells and users per cell
     p_max_w, noise_w, bs_sum_power_w   the problem a central solver solves
@@ -249,7 +255,7 @@ class ExecNode:
                             checks={int(Kind.POWER_VECTOR): self._vector_ok} if rr else None,
                             spin_cap_ns=RT_SPIN_CAP_NS if setup.priority > 0 else None)
         self.policy = LeanPolicy(setup.spec, setup.theta) if setup.theta is not None else None
-        if setup.role == "bs" and setup.scheme != "centralized":
+        if setup.role == "bs" and setup.scheme != "centralized" and setup.method is None:
             self.state = SlotState(setup.spec, setup.node_id, setup.norm)
         L, B = setup.L, setup.B
         self.last_token: tuple | None = None   # round-robin: last vector received (p, decided, inr or None)
@@ -288,12 +294,22 @@ class ExecNode:
         rec.done[slot] = True
 
     def _decide_alone(self, slot: int, csi: np.ndarray) -> None:
-        """Fully decentralized: decide on the local CSI alone."""
+        """Fully decentralized: decide on the local CSI alone (the policy, or the own-cell rule)."""
         rec = self.rec
         rec.t_in[slot] = rec.t_csi[slot]
-        self.state.set_csi(csi)
-        rec.frac[slot] = self.policy(self.state.state)
+        if self.s.method is not None:
+            rec.frac[slot] = self._own_cell(csi)
+        else:
+            self.state.set_csi(csi)
+            rec.frac[slot] = self.policy(self.state.state)
         rec.t_out[slot] = now_ns()
+
+    def _own_cell(self, csi: np.ndarray) -> np.ndarray:
+        """``cell_optimum`` at BS b: its cell's certified optimum from its gains to its own K users."""
+        s, b, K = self.s, self.s.node_id, self.s.K
+        own = np.asarray(csi, np.float64)[b * K:(b + 1) * K]
+        p, _ = own_cell(np.repeat(own[:, None], K, axis=1), s.noise_w, np.full(K, s.p_max_w), s.bs_sum_power_w)
+        return (p / s.p_max_w).astype(np.float32)
 
     def _round_robin(self, slot: int, order: np.ndarray, csi: np.ndarray, wait_until: int) -> None:
         """Round-robin: wait for the predecessor's vector (unless first), decide, pass the vector on."""
@@ -420,17 +436,18 @@ def _payload_ok(env: Envelope, shape: dict[str, int]) -> bool:
 
 
 def solve(method: str, problem: Problem) -> np.ndarray:
-    """Powers [n, L] W of a classical method (the central unit's solver)."""
+    """Powers [n, L] W of a classical method (the central unit's solver, or every BS's own-cell rule side by
+    side)."""
     if method == "wmmse":
         return wmmse(problem).p
     if method == "fp":
         return fp(problem).p
     if method == "optimum":
-        from radio.optimum import optimum
-
         return optimum(problem).p
-    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if method == "cell_optimum":
+        return cell_optimum(problem)
+    raise ValueError(f"method: expected one of {METHODS + OWN_CELL_METHODS}, got {method!r}")
 
 
-__all__ = ["CU_ID", "METHODS", "FALLBACKS", "WAITS", "RT_SPIN_CAP_NS", "MISSING_INPUT", "HOLD", "ExecSetup", "ExecNode",
-           "SlotRecords", "solve"]
+__all__ = ["CU_ID", "METHODS", "OWN_CELL_METHODS", "FALLBACKS", "WAITS", "RT_SPIN_CAP_NS", "MISSING_INPUT", "HOLD",
+           "ExecSetup", "ExecNode", "SlotRecords", "solve"]

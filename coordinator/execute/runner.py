@@ -38,8 +38,8 @@ from radio.problem import Problem
 
 @dataclass
 class Source:
-    """What decides: a trained policy (``spec``, ``theta``; its scheme) or a classical ``method`` on the
-    centralized message path."""
+    """What decides: a trained policy (``spec``, ``theta``; its scheme) or a classical ``method``: a solver on the
+    centralized message path (scheme 'centralized'), or an own-cell rule at every BS (scheme 'full')."""
 
     scenario: Scenario
     scheme: str
@@ -54,7 +54,7 @@ class Source:
 
     @property
     def has_cu(self) -> bool:
-        return self.method is not None or self.scheme == "centralized"
+        return self.scheme == "centralized"
 
 
 AIR_SPIN_NS = 300_000
@@ -118,7 +118,8 @@ class ExecutionRunner:
         for b in range(self.B):
             inbound = {CU_ID: bs_cu} if src.has_cu else {j: bs_bs for j in range(self.B) if j != b}
             theta = src.theta if not src.has_cu else None
-            out[b] = ExecSetup(role="bs", node_id=b, theta=theta, method=None, inbound=inbound, **common)
+            out[b] = ExecSetup(role="bs", node_id=b, theta=theta, method=None if src.has_cu else src.method,
+                               inbound=inbound, **common)
         if src.has_cu:
             out[CU_ID] = ExecSetup(role="cu", node_id=CU_ID, theta=src.theta, method=src.method,
                                    inbound={b: bs_cu for b in range(self.B)}, **common)

@@ -22,6 +22,9 @@ from deploy.errors import UsageError
 from deploy.rundir import RunDir
 
 PAPER_MS = "paper (ms)"
+METHODS = ("wmmse", "fp", "optimum", "cell_optimum")
+"""--method: a solver on the central unit (the first three) or every BS's own-cell rule (cell_optimum, no message);
+bs_agent.trpo.execution's METHODS + OWN_CELL_METHODS (tested)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "latency, signalling per slot, asynchrony (paper 1 Tables III-IV)",
                        description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("run_dir", type=Path, nargs="?", help="run folder written by `bsemu train` (or use --method)")
-    p.add_argument("--method", choices=("wmmse", "fp", "optimum"), default=None,
-                   help="a classical solver on the central unit instead of a trained policy (scenario: --set "
-                        "scenario.kind=3cell|7cell|19cell, ...)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="a classical solver on the central unit instead of a trained policy, or cell_optimum: every "
+                        "BS's own cell's optimum, no message (scenario: --set scenario.kind=3cell|7cell|19cell, ...)")
     p.add_argument("--slots", type=int, default=None, help="slots to run (run.slots, default 1000)")
     p.add_argument("--slot-ms", type=float, default=None, help="slot period in ms (run.slot_ms, default 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -45,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("execute-sweep", help="the execution phase of several run folders and solvers against link "
                                              "delay and loss: CSV + plots of sum-rate and slot latency")
     w.add_argument("run_dirs", type=Path, nargs="*", help="run folders written by `bsemu train`")
-    w.add_argument("--methods", default="", help="comma-separated solvers on the central unit (wmmse,fp,optimum)")
+    w.add_argument("--methods", default="", help=f"comma-separated classical methods ({','.join(METHODS)})")
     w.add_argument("--delays-ms", default="0,0.2,0.5,1,2", help="one-way delays per link (ms), at no loss")
     w.add_argument("--losses", default="0,0.05,0.1,0.2,0.4", help="loss probabilities, at no delay")
     w.add_argument("--slots", type=int, default=300, help="slots per point (default 300)")
@@ -83,13 +86,16 @@ def _source(args: argparse.Namespace, cfg: Any) -> tuple[Any, int, dict[str, Any
     from coordinator.trpo.config import TrainConfig, agent_spec, scenario_of
 
     if (args.run_dir is None) == (args.method is None):
-        raise UsageError("give a RUN_DIR (a trained policy) or --method wmmse|fp|optimum, not both")
+        raise UsageError(f"give a RUN_DIR (a trained policy) or --method {'|'.join(METHODS)}, not both")
     if args.method is not None:
         sc = scenario_of(TrainConfig(scenario=cfg.scenario))
         if args.method == "optimum" and sc.L > 8:
             raise UsageError(f"--method optimum: certified for networks of at most 8 links, this one has {sc.L}")
+        if args.method == "cell_optimum" and sc.K > 8:
+            raise UsageError(f"--method cell_optimum: certified for cells of at most 8 users, this one has {sc.K}")
         seed = 1 if cfg.run.seed is None else cfg.run.seed
-        return Source(sc, "centralized", method=args.method), seed, {"method": args.method}
+        scheme = "full" if args.method == "cell_optimum" else "centralized"
+        return Source(sc, scheme, method=args.method), seed, {"method": args.method}
     from deploy.commands.train import check_checkpoint, check_config
     from deploy.runs import read_run_config
 
@@ -223,9 +229,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     delays = _floats(args.delays_ms, "--delays-ms", 0.0, 1e4)
     losses = _floats(args.losses, "--losses", 0.0, 1.0)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("wmmse", "fp", "optimum")]
+    bad = [m for m in methods if m not in METHODS]
     if bad or (not methods and not args.run_dirs):
-        raise UsageError(f"--methods {args.methods!r}: expected run folders and/or solvers among wmmse,fp,optimum")
+        raise UsageError(f"--methods {args.methods!r}: expected run folders and/or methods among {','.join(METHODS)}")
     sets = [*args.overrides, f"run.slots={args.slots}"] + ([f"run.slot_ms={args.slot_ms}"] if args.slot_ms else [])
     base = load_config(ExecuteConfig, None, sets)
     check_execute(base)

@@ -65,6 +65,8 @@ def test_execute_a_solver_on_the_central_unit(tmp_path):
     (["--method", "wmmse", "--set", "run.clock=logical", "--set", "links.delay_ms=1"], "run.clock=real"),
     (["--method", "wmmse", "--set", "links.loss=2"], "links.loss"),
     (["--method", "optimum", "--set", "scenario.kind=7cell"], "at most 8 links"),
+    (["--method", "cell_optimum", "--set", "scenario.users_per_cell=9"], "at most 8 users"),
+    (["--method", "wmmse,fp"], "--method: invalid choice"),
     (["--method", "wmmse", "--slots", "0"], "run.slots"),
     (["--method", "wmmse", "--set", "run.wait=busy"], "run.wait: expected one of block, spin"),
     (["--method", "wmmse", "--set", "run.priority=100"], "run.priority"),
@@ -94,3 +96,11 @@ def test_execute_sweep_over_delay_and_loss(trained, tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     delayed = [row for row in rows if float(row["delay_ms"]) == 1.0]
     assert all(float(row["slot_p50_us"]) >= 1000 for row in delayed)   # at least one hop of 1 ms
+
+
+def test_the_cli_methods_are_the_execution_paths():
+    """--method offers exactly what the nodes run: the central unit's solvers and the BSs' own-cell rules."""
+    from bs_agent.trpo.execution import METHODS, OWN_CELL_METHODS
+    from deploy.commands.execute import METHODS as CLI
+
+    assert CLI == METHODS + OWN_CELL_METHODS

@@ -12,7 +12,7 @@ import torch
 
 from bs_agent.realtime import realtime_refusal
 from bs_agent.trpo.base_station import AgentSpec, BaseStation
-from bs_agent.trpo.execution import CU_ID, MISSING_INPUT
+from bs_agent.trpo.execution import CU_ID, MISSING_INPUT, OWN_CELL_METHODS
 from coordinator.execute.config import ExecuteConfig, check_execute
 from coordinator.execute.report import applied_fractions, ideal_fractions, report, table3
 from coordinator.execute.runner import ExecutionRunner, Source
@@ -28,7 +28,7 @@ def source(scheme: str, method: str | None = None, seed: int = 0) -> Source:
     """A small policy moved away from its initialisation (so that its decisions depend on the state)."""
     sc = Scenario.preset("3cell")
     if method is not None:
-        return Source(sc, "centralized", method=method)
+        return Source(sc, "full" if method in OWN_CELL_METHODS else "centralized", method=method)
     spec = AgentSpec(scheme, sc.cells, sc.K, hidden=32, layers=2, init_log_std=-1.0, init_seed=seed)
     theta = BaseStation(0, spec, 1).get_policy_params().numpy()
     theta = theta + 0.3 * np.random.default_rng(seed).standard_normal(theta.size).astype(np.float32)
@@ -65,7 +65,7 @@ def expected_bytes(src: Source, order: np.ndarray) -> int:
 
 
 @pytest.mark.parametrize("scheme,method", [("partial", None), ("full", None), ("centralized", None),
-                                           ("centralized", "wmmse")])
+                                           ("centralized", "wmmse"), ("full", "cell_optimum")])
 def test_logical_clock_gives_the_evaluations_powers_and_table_iii_signalling(ray_session, scheme, method):
     src = source(scheme, method)
     cfg, runner, col = execute(src, ["run.slots=25", "run.clock=logical", "run.warmup_slots=0"])
