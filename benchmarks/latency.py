@@ -12,37 +12,36 @@ may). The centralized scheme runs without the priority, and blocking or polling 
 Every figure is printed with the load average at the time it was measured; the goals are ratios of
 figures measured in this one run.
 
-Measured 2026-12-05 on the 2-core AMD EPYC dev box (a VM), four runs (14:48 and 14:59 with the cluster section,
-14:55 and 15:04 without), 2000 slots each, load 0.4-2.7:
+Measured 2026-12-05 on the 2-core AMD EPYC dev box (a VM), three runs (15:48 with the cluster section, 15:55 and
+15:57 without), 2000 slots each, load 0.0-1.9, with the second BS's warm-up encoding a vector (bs_agent.trpo.
+execution, Warm-up):
 
-    figure (goal)                                    14:48    14:55    14:59    15:04
-    raw pyzmq hop p50 µs                             52       45       46       56
-    decision alone, hot / 1 ms idle, µs              14/19    13/19    19/20    14/25
+    figure (goal)                                    15:48        15:55        15:57
+    raw pyzmq hop p50 µs                             59           44           46
+    decision alone, hot / 1 ms idle, µs              13/32        13/19        15/20
     per-BS decision p50 µs, worst BS (<= 50):
-      rr block / spin / FIFO / FIFO+spin             58/53/54/43  59/59/50/39  59/54/55/54  67/59/53/52
+      rr block / spin / FIFO / FIFO+spin             58/63/49/44  60/58/63/39  52/54/46/36
     rr slot p50 / (sum of decisions + 2 raw hops) (<= 1.5):
-      block / spin / FIFO / FIFO+spin                1.84/1.30/1.62/1.25  1.97/1.50/1.62/1.25
-                                                     1.93/1.47/1.69/1.34  1.86/1.36/1.52/1.24
-    rr slot p99 µs, FIFO / FIFO+spin (<= 1000)       684/407  545/346  713/503  667/515
-    1 ms deadlines met, FIFO+spin                    99.9 %   100 %    100 %    99.9 %
-    centralized slot ratio, FIFO / FIFO+spin         1.36/1.28  1.38/1.26  1.41/1.27  1.37/1.29
-    WMMSE central slot / RL centralized slot         1.3x     1.4x     1.4x     1.4x   (paper: 923x)
-    7 x 8 on 2 nodes, slot p99 rr / full (<= 10 ms)  3.1/1.6 ms        3.5/2.2 ms
+      block / spin / FIFO / FIFO+spin                1.71/1.43/1.48/1.21  1.94/1.52/1.87/1.33  2.02/1.41/1.65/1.26
+    rr slot p99 µs, FIFO / FIFO+spin (<= 1000)       626/472      806/435      568/335
+    1 ms deadlines met, FIFO+spin                    100 %        100 %        100 %
+    centralized slot ratio, FIFO / FIFO+spin         1.42/1.27    1.37/1.25    1.36/1.28
+    injected 0.5 / 1 ms per hop: slot p50 in bounds  met          met          met
+    WMMSE central slot / RL centralized slot         1.3x         1.3x         1.1x   (paper: 923x)
+    7 x 8 on 2 nodes, slot p99 rr / full (<= 10 ms)  5.5/1.6 ms
 
 Under SCHED_FIFO with polling (run.priority=50, run.wait=spin: what a vRAN BS's busy-polling threads do) every
-goal was met side by side in the 14:48 and 14:55 runs; in the other two the per-BS p50 was 52-54 µs (the
-isolated decision measured 19.4 µs hot at 14:59 against 13-14 in the others: the VM was slower then) while the
-slot ratio, the slot p99 and the deadlines held. Over 11 runs of this code (these and latency experiments) the
-FIFO+spin per-BS p50 was 39-44 µs in 7, 49 in one and 52-54 µs in 3. The other modes miss the per-BS goal (but
-blocking under FIFO once, at 50 µs); blocking under FIFO misses the slot ratio (1.52-1.69: the in-network hop p50
-is 160-187 µs against the raw 45-56 µs, since a frame wakes two I/O threads and a blocked BS, each a cross-core
-wake-up on this VM). A polling BS is not woken (the I/O threads still are): its hop p50 was 64-83 µs
-(experiments). Injected delays (0.5 and 1 ms per hop): the slot p50 fell within
-[(B-1) d, (B-1) d + the no-delay p99] in every run. cell_optimum (every BS's certified own-cell optimum, no
-message) takes 1.4 ms p50 per decision (its branch-and-bound), so its 5 ms slots met 93-95 % of deadlines.
-Where a round-robin BS's time goes (block under FIFO, per-slot stamps, not shipped): the first BS, CSI -> state
-10 µs, policy 21 µs (cold weights), -> sent 23-26 µs (build 4, encode 7, the socket's send 8, the log and
-the rest 4: each 2-3x its hot time); the second, vector -> state 4-5 µs, policy 18-19 µs (warmed), -> sent 29-34 µs.
+goal was met side by side in all three runs. Before the encoding warm-up (four runs at 14:48-15:04) the same
+mode met every goal in two and missed the per-BS p50 in two (52-54 µs), its ratio 1.24-1.34 and p99 346-515 µs
+throughout. The other modes miss the per-BS goal or the slot ratio in most runs: blocking (with or without
+SCHED_FIFO) the in-network hop p50 is 159-164 µs against the raw 44-59 µs, since a frame wakes two I/O threads
+and a blocked BS, each a cross-core wake-up on this VM; a polling BS is not woken (the I/O threads still are):
+its hop p50 was 64-83 µs (experiments). cell_optimum (every BS's certified own-cell optimum, no message) takes
+1.3-1.4 ms p50 per decision (its branch-and-bound), so its 5 ms slots met 89-99 % of deadlines.
+Where a round-robin BS's time went before the encoding warm-up (block under FIFO, per-slot stamps, not
+shipped): the first BS, CSI -> state 10 µs, policy 21 µs (cold weights), -> sent 23-26 µs (build 4, encode 7,
+the socket's send 8, the log and the rest 4: each 2-3x its hot time); the second, vector -> state 4-5 µs,
+policy 18-19 µs (warmed), -> sent 29-34 µs.
 
 The policies are 3x256 ELU networks (paper 1 Table II) with random weights: a decision's time does not depend
 on what the weights learned.
