@@ -58,10 +58,10 @@ from bs_agent.trpo.lean import LeanPolicy, SlotState, central_state
 from bs_agent.trpo.state import GainNorm
 from protocol import Envelope, Kind, RingNode, encode
 from protocol.links import LinkModel
-from radio.fp import fp
-from radio.optimum import cell_optimum, optimum, own_cell
+from radio.evaluation import classical_methods
+from radio.optimum import own_cell
 from radio.problem import Problem
-from radio.wmmse import wmmse, wmmse_one
+from radio.wmmse import wmmse_one
 
 CU_ID = 1 << 15
 """Node id of the central unit (BS ids are 0..B-1)."""
@@ -454,16 +454,14 @@ def _payload_ok(env: Envelope, shape: dict[str, int]) -> bool:
 
 def solve(method: str, problem: Problem) -> np.ndarray:
     """Powers [n, L] W of a classical method (the central unit's solver, or every BS's own-cell rule side by
-    side)."""
-    if method == "wmmse":
-        return wmmse(problem).p
-    if method == "fp":
-        return fp(problem).p
-    if method == "optimum":
-        return optimum(problem).p
-    if method == "cell_optimum":
-        return cell_optimum(problem)
-    raise ValueError(f"method: expected one of {METHODS + OWN_CELL_METHODS}, got {method!r}")
+    side): :func:`radio.evaluation.classical_methods`' own, as `bsemu evaluate` runs them."""
+    if method not in METHODS + OWN_CELL_METHODS:
+        raise ValueError(f"method: expected one of {METHODS + OWN_CELL_METHODS}, got {method!r}")
+    return _CLASSICAL[method](problem)
+
+
+_CLASSICAL = classical_methods(None)  # type: ignore[arg-type]
+"""No generator: 'random', the one method that draws, is not among those solve runs."""
 
 
 __all__ = ["CU_ID", "METHODS", "OWN_CELL_METHODS", "FALLBACKS", "WAITS", "RT_SPIN_CAP_NS", "MISSING_INPUT", "HOLD",

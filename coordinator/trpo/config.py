@@ -23,6 +23,7 @@ CREDITS = ("common", "difference", "difference_self")
 POWER_LEVELS = ("continuous", "on_off")
 METHODS = ("max_power", "random", "wmmse", "fp", "optimum", "cell_optimum")
 DEFAULT_EVAL = ("max_power", "random", "wmmse", "fp", "optimum")   # cell_optimum on request: not paper 1's
+INITS = ("random", "cell_optimum")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class PolicyConfig:
     init: str = _f("random", "the initial policy: random (paper 1) | cell_optimum (its mean fitted to every BS's "
                    "own-cell certified optimum before the first iteration, log-std at init_log_std; "
                    "coordinator.trpo.imitate; the decentralized schemes, the paper's round-robin message)",
-                   choices=("random", "cell_optimum"))
+                   choices=INITS)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from radio.optimum import cell_optimum
 from radio.problem import Problem
 from radio.rates import sum_rate
 
-INITS = ("random", "cell_optimum")
 SLOTS = 2000            # teacher slots (x B states each)
 STEPS = 4000            # Adam minibatch steps (passes over shuffled states until this many)
 BATCH = 256
@@ -89,4 +88,4 @@ def imitate(spec: AgentSpec, scenario: Scenario, norm: GainNorm, theta: np.ndarr
     return theta, {"teacher_bps_hz": float(sum_rate(problem.G, p, problem.noise_w).mean()), "fit_mse": mse}
 
 
-__all__ = ["INITS", "imitate", "teacher_states", "fit_policy"]
+__all__ = ["imitate", "teacher_states", "fit_policy"]
